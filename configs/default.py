@@ -1,0 +1,75 @@
+"""The embedded default: 10-shot transfer on scikit-learn's digits, small CNN.
+
+A CNN is pretrained on digits 0-4 (all training examples; cached under ``cache_dir`` keyed by its
+config, so only the first run pays for it), then fine-tuned on 10 examples per class of digits
+5-9 with a fresh head, and evaluated on the held-out digits 5-9.
+
+  python -m lowres_jax.main                       # = --config=configs/default.py
+  python -m lowres_jax.main --config=configs/default.py:init=scratch   # the from-scratch baseline
+  python -m lowres_jax.main --config=configs/default.py:shots=5 --config.optim.lr=0.02
+
+Expected (results/transfer_digits_fmnist.md, 5 seeds): fine-tuning ~0.9 test/accuracy, from
+scratch clearly lower; see that file for the measured numbers.
+"""
+
+import ml_collections
+
+SOURCE_CLASSES = (0, 1, 2, 3, 4)
+TARGET_CLASSES = (5, 6, 7, 8, 9)
+
+
+def parse_arg(arg: str | None) -> dict[str, str]:
+  """'shots=5,init=scratch' -> {'shots': '5', 'init': 'scratch'}."""
+  if not arg:
+    return {}
+  pairs = [item.split("=", 1) for item in arg.split(",")]
+  bad = [p[0] for p in pairs if len(p) != 2]
+  if bad:
+    raise ValueError(f"config arguments must be key=value pairs, got {bad}")
+  return dict(pairs)
+
+
+def base_config(dataset: str, classes, shots: int, model: dict, duration: str,
+                lr: float, batch_size: int, augment: tuple[str, ...]) -> ml_collections.ConfigDict:
+  """A full run config; the source (pretraining) config is one too."""
+  c = ml_collections.ConfigDict()
+  c.seed = 0
+  c.method = "finetune"  # A label for tables; the fields below define what it does.
+  c.data = ml_collections.ConfigDict(dict(
+      name=dataset, data_dir="", classes=tuple(classes), shots=shots, val_per_class=10,
+      train_split="train", test_split="test"))
+  c.model = ml_collections.ConfigDict(model)
+  c.init = ""            # '' from scratch | 'source' (pretrain on config.source) | a workdir
+  c.source = ml_collections.ConfigDict()
+  c.reinit = "^head/"    # Params re-initialised instead of loaded (regex, first match).
+  c.freeze = ""          # Params left untrained (regex): '^(?!head/)' is a linear probe.
+  c.cache_dir = "./workdirs/cache"
+  c.optim = ml_collections.ConfigDict(dict(
+      name="sgd", lr=lr, momentum=0.9, weight_decay=1e-4, warmup=0.1, grad_clip=0.0))
+  c.train = ml_collections.ConfigDict(dict(
+      batch_size=batch_size, duration=duration, augment=augment, crop_pad=1,
+      label_smoothing=0.0))
+  c.eval = ml_collections.ConfigDict(dict(batch_size=256, every=100))
+  c.log_every = 25
+  c.checkpoint_every = 100
+  c.keep_checkpoints = 2
+  return c
+
+
+def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
+  args = parse_arg(arg)
+  shots = int(args.pop("shots", 10))
+  init = args.pop("init", "source")
+  if args:
+    raise ValueError(f"unknown config arguments {sorted(args)}; known: shots, init")
+  model = dict(name="cnn", width=32, depth=2, hidden=128)
+  c = base_config("digits", TARGET_CLASSES, shots, model, "300 steps", lr=0.02,
+                  batch_size=32, augment=("crop",))
+  c.init = {"scratch": "", "source": "source"}.get(init, init)
+  source = base_config("digits", SOURCE_CLASSES, -1, model, "600 steps", lr=0.05,
+                       batch_size=64, augment=("crop",))
+  source.data.val_per_class = 20
+  source.eval.every = 0
+  source.checkpoint_every = 600
+  c.source = source
+  return c

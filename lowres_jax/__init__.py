@@ -1,0 +1,1 @@
+"""lowres_jax: low-resource fine-tuning in JAX."""

@@ -1,0 +1,74 @@
+"""Orbax checkpoints for one run's TrainState, with fallback past a corrupt latest step."""
+
+from __future__ import annotations
+
+import logging
+import os
+from typing import Any
+
+import orbax.checkpoint as ocp
+
+log = logging.getLogger(__name__)
+
+
+class NoUsableCheckpointError(RuntimeError):
+  """Checkpoints exist but none could be restored."""
+
+
+def make_manager(workdir: str, keep: int = 2) -> ocp.CheckpointManager:
+  """A manager for ``workdir/checkpoints`` keeping the newest ``keep`` steps.
+
+  Keeping at least two is what makes the fallback below possible. Saves are synchronous:
+  a k-shot state is small, and a finished save must be on disk before the run moves on,
+  otherwise a kill right after "saved" could still lose it.
+  """
+  options = ocp.CheckpointManagerOptions(
+      max_to_keep=max(keep, 2), create=True, enable_async_checkpointing=False)
+  return ocp.CheckpointManager(os.path.join(os.path.abspath(workdir), "checkpoints"),
+                               options=options)
+
+
+def save(manager: ocp.CheckpointManager, step: int, state: Any) -> None:
+  manager.save(step, args=ocp.args.StandardSave(state), force=True)
+  manager.wait_until_finished()
+
+
+def restore_latest(manager: ocp.CheckpointManager, template: Any,
+                   at_most: int | None = None) -> tuple[int, Any] | None:
+  """Restores the newest checkpoint that loads, warning about each one that does not.
+
+  Returns ``(step, state)``, or None when there is no checkpoint. ``at_most`` skips newer steps
+  (a sweep resuming several runs together restores them all at a step they share).
+  """
+  manager.reload()
+  steps = sorted(manager.all_steps(), reverse=True)
+  if at_most is not None:
+    steps = [s for s in steps if s <= at_most]
+  if not steps:
+    return None
+  errors = []
+  for step in steps:
+    try:
+      return step, manager.restore(step, args=ocp.args.StandardRestore(template))
+    except Exception as error:  # Orbax raises many types for truncated or missing files.
+      message = f"checkpoint at step {step} in {manager.directory} is unreadable ({error!r:.300})"
+      log.warning("%s; falling back to an earlier one", message)
+      errors.append(message)
+  raise NoUsableCheckpointError(
+      "no checkpoint could be restored: " + "; ".join(errors)
+      + ". Delete the checkpoints folder to start the run afresh.")
+
+
+def load_params(workdir: str) -> Any:
+  """The params of the newest readable checkpoint of a finished or running workdir, as numpy."""
+  directory = os.path.join(os.path.abspath(workdir), "checkpoints")
+  if not os.path.isdir(directory):
+    raise FileNotFoundError(f"{workdir} has no checkpoints/ folder to initialise from")
+  manager = ocp.CheckpointManager(directory, options=ocp.CheckpointManagerOptions(create=False))
+  for step in sorted(manager.all_steps(), reverse=True):
+    try:
+      return manager.restore(step, args=ocp.args.StandardRestore())["params"]
+    except Exception as error:
+      log.warning("checkpoint %d in %s is unreadable (%r); trying an earlier one",
+                  step, directory, error)
+  raise NoUsableCheckpointError(f"no readable checkpoint in {directory}")

@@ -1,0 +1,164 @@
+"""Loud configs: every key a config sets must be read by some code, durations in natural units.
+
+A key that no code reads is almost always a typo (``config.optim.weigth_decay``) or a leftover
+from another experiment; ml_collections silently keeps both, so a run would quietly use the
+default. ``TrackedConfig`` records every read so the run can refuse unread keys before training.
+"""
+
+from __future__ import annotations
+
+import difflib
+import hashlib
+import json
+import re
+from typing import Any, Iterator
+
+import ml_collections
+
+
+class ConfigError(ValueError):
+  """A config is malformed: unread keys, bad values, bad durations."""
+
+
+class TrackedConfig:
+  """Read-only view of a ConfigDict that records which leaf keys were read.
+
+  Nested ConfigDicts come back as TrackedConfigs sharing the same record, so
+  ``cfg.optim.lr`` marks ``optim.lr`` as read.
+  """
+
+  def __init__(self, config: ml_collections.ConfigDict, reads: set[str] | None = None,
+               prefix: str = ""):
+    object.__setattr__(self, "_config", config)
+    object.__setattr__(self, "_reads", set() if reads is None else reads)
+    object.__setattr__(self, "_prefix", prefix)
+
+  def _wrap(self, name: str, value: Any) -> Any:
+    path = self._prefix + name
+    if isinstance(value, ml_collections.ConfigDict):
+      return TrackedConfig(value, self._reads, path + ".")
+    self._reads.add(path)
+    return value
+
+  def __getattr__(self, name: str) -> Any:
+    if name.startswith("__"):
+      raise AttributeError(name)
+    if name not in self._config:
+      known = sorted(self._config.keys())
+      close = difflib.get_close_matches(name, known, n=3)
+      hint = f" Did you mean {', '.join(close)}?" if close else ""
+      raise ConfigError(
+          f"config has no key '{self._prefix}{name}'.{hint} Keys here: {', '.join(known)}")
+    return self._wrap(name, self._config[name])
+
+  __getitem__ = __getattr__
+
+  def __setattr__(self, name: str, value: Any) -> None:
+    raise TypeError("TrackedConfig is read-only; change the ConfigDict before tracking it")
+
+  def __contains__(self, name: str) -> bool:
+    return name in self._config
+
+  def get(self, name: str, default: Any = None) -> Any:
+    return getattr(self, name) if name in self._config else default
+
+  def keys(self) -> Iterator[str]:
+    return iter(self._config.keys())
+
+  def to_dict(self) -> dict[str, Any]:
+    """Plain nested dict; marks every leaf below as read (the caller consumes all of it)."""
+    self.mark_all_read()
+    return self._config.to_dict()
+
+  def mark_all_read(self) -> None:
+    if not len(self._config):  # An empty section is itself a leaf (see leaf_paths).
+      self._reads.add(self._prefix.rstrip("."))
+    for path in leaf_paths(self._config):
+      self._reads.add(self._prefix + path)
+
+  @property
+  def unwrapped(self) -> ml_collections.ConfigDict:
+    return self._config
+
+  def unread_keys(self) -> list[str]:
+    return sorted(p for p in leaf_paths(self._config, self._prefix) if p not in self._reads)
+
+  def assert_all_read(self) -> None:
+    """Raises ConfigError naming every key that no code has read."""
+    unread = self.unread_keys()
+    if unread:
+      raise ConfigError(
+          "config keys that no code reads (a typo, or a field of another experiment): "
+          + ", ".join(unread) + ". Remove them or fix their names.")
+
+
+def leaf_paths(config: ml_collections.ConfigDict, prefix: str = "") -> list[str]:
+  """Dotted paths of all non-ConfigDict values; an empty ConfigDict counts as one leaf."""
+  paths = []
+  for key in config.keys():
+    value = config[key]
+    if isinstance(value, ml_collections.ConfigDict) and len(value):
+      paths.extend(leaf_paths(value, f"{prefix}{key}."))
+    else:
+      paths.append(prefix + key)
+  return paths
+
+
+def config_hash(config: ml_collections.ConfigDict | dict, length: int = 16) -> str:
+  """Stable short hash of a config's content, used as a cache key."""
+  if isinstance(config, (ml_collections.ConfigDict, TrackedConfig)):
+    config = config.to_dict()
+  blob = json.dumps(config, sort_keys=True, default=str).encode()
+  return hashlib.sha256(blob).hexdigest()[:length]
+
+
+_DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(steps?|ep|epochs?|ex|examples?)\s*$")
+
+
+def duration_to_steps(spec: int | str, num_train_examples: int, batch_size: int) -> int:
+  """Parses '300 steps', '30 epochs' (or '30ep') or '6400 examples' into a step count.
+
+  Epochs are the natural unit at k-shot: "30 epochs over 50 examples" reads better than
+  "47 steps". Fractions round up so a duration never trains for zero steps.
+  """
+  if isinstance(spec, int):
+    steps = spec
+  else:
+    match = _DURATION.match(str(spec))
+    if not match:
+      raise ConfigError(
+          f"duration {spec!r} not understood; write e.g. '300 steps', '30 epochs' or "
+          "'6400 examples'")
+    amount, unit = float(match.group(1)), match.group(2)
+    if unit.startswith("step"):
+      examples = amount * batch_size
+    elif unit.startswith("ep"):
+      examples = amount * num_train_examples
+    else:
+      examples = amount
+    steps = int(-(-examples // batch_size))
+  if steps <= 0:
+    raise ConfigError(f"duration {spec!r} gives {steps} steps; it must be positive")
+  return steps
+
+
+def apply_overrides(config: ml_collections.ConfigDict,
+                    overrides: dict[str, Any]) -> ml_collections.ConfigDict:
+  """Copy of ``config`` with dotted-key overrides applied; unknown keys are an error."""
+  config = ml_collections.ConfigDict(config.to_dict())
+  for dotted, value in overrides.items():
+    node = config
+    *parents, leaf = dotted.split(".")
+    for part in parents:
+      if part not in node:
+        raise ConfigError(f"override {dotted!r}: config has no section {part!r}")
+      node = node[part]
+    if leaf not in node:
+      close = difflib.get_close_matches(leaf, list(node.keys()), n=3)
+      hint = f" Did you mean {', '.join(close)}?" if close else ""
+      raise ConfigError(f"override {dotted!r}: config has no key {leaf!r}.{hint}")
+    if isinstance(value, (list, tuple)):
+      value = tuple(value)
+    with node.ignore_type():
+      node[leaf] = value
+  return config

@@ -1,0 +1,1 @@
+"""Data: offline TFDS sources, k-shot split manifests, in-jit augmentation."""

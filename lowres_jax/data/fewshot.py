@@ -1,0 +1,101 @@
+"""k-shot split manifests: which examples a run trains and validates on, reproducibly.
+
+A manifest is drawn from the dataset's train split restricted to the task's classes, from the
+run's seed alone, and written to ``split.json`` with the example ids and their sha256, so a table
+can say exactly which examples each seed saw and two machines can check they agree.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+from typing import Sequence
+
+import numpy as np
+
+from lowres_jax.data.sources import LabelledArrays
+
+ALL_SHOTS = -1  # ``shots = -1`` trains on every example not held out for validation.
+
+
+class ShotsError(ValueError):
+  """More examples were asked of a class than the dataset has."""
+
+
+@dataclasses.dataclass(frozen=True)
+class SplitManifest:
+  dataset: str
+  classes: tuple[int, ...]
+  shots: int
+  val_per_class: int
+  seed: int
+  train_ids: tuple[int, ...]
+  val_ids: tuple[int, ...]
+
+  def to_json(self) -> dict:
+    record = dataclasses.asdict(self)
+    record["train_ids"], record["val_ids"] = list(self.train_ids), list(self.val_ids)
+    record["classes"] = list(self.classes)
+    record["train_sha256"] = ids_sha256(self.train_ids)
+    record["val_sha256"] = ids_sha256(self.val_ids)
+    record["num_train"], record["num_val"] = len(self.train_ids), len(self.val_ids)
+    return record
+
+
+def ids_sha256(ids: Sequence[int]) -> str:
+  """sha256 of the comma-joined decimal ids, in manifest order."""
+  return hashlib.sha256(",".join(str(int(i)) for i in ids).encode()).hexdigest()
+
+
+def draw_manifest(pool: LabelledArrays, dataset: str, classes: Sequence[int], shots: int,
+                  val_per_class: int, seed: int) -> SplitManifest:
+  """Draws ``shots`` training and ``val_per_class`` validation examples per class.
+
+  Each class is permuted by its own generator seeded with (seed, class), so adding a class to
+  the task leaves the other classes' examples unchanged. Validation examples come first in the
+  permutation, so growing ``shots`` keeps the same validation set and nests the training sets.
+  """
+  train_ids, val_ids = [], []
+  for label in classes:
+    class_ids = np.sort(pool.ids[pool.labels == label])
+    wanted = val_per_class + (0 if shots == ALL_SHOTS else shots)
+    if len(class_ids) < wanted or len(class_ids) == 0:
+      raise ShotsError(
+          f"class {label} of {dataset} has {len(class_ids)} training examples, but "
+          f"shots={shots} + val_per_class={val_per_class} = {wanted} were asked. Lower "
+          "config.data.shots or config.data.val_per_class.")
+    order = np.random.default_rng([seed, int(label)]).permutation(len(class_ids))
+    permuted = class_ids[order]
+    val_ids.extend(permuted[:val_per_class].tolist())
+    end = len(permuted) if shots == ALL_SHOTS else val_per_class + shots
+    train_ids.extend(permuted[val_per_class:end].tolist())
+  return SplitManifest(dataset=dataset, classes=tuple(int(c) for c in classes), shots=shots,
+                       val_per_class=val_per_class, seed=seed, train_ids=tuple(train_ids),
+                       val_ids=tuple(val_ids))
+
+
+def select(pool: LabelledArrays, ids: Sequence[int], classes: Sequence[int]) -> LabelledArrays:
+  """The examples with these ids, labels remapped to positions in ``classes`` (0..C-1)."""
+  positions = np.searchsorted(pool.ids, np.asarray(ids, dtype=np.int64))
+  if len(ids) and not np.array_equal(pool.ids[positions], np.asarray(ids)):
+    raise ValueError("split manifest names ids that are not in the dataset; was it rebuilt?")
+  subset = pool.take(positions)
+  return dataclasses.replace(subset, labels=remap_labels(subset.labels, classes))
+
+
+def restrict_to_classes(pool: LabelledArrays, classes: Sequence[int]) -> LabelledArrays:
+  """All examples of the given classes (e.g. a test split), labels remapped to 0..C-1."""
+  subset = pool.take(np.flatnonzero(np.isin(pool.labels, classes)))
+  return dataclasses.replace(subset, labels=remap_labels(subset.labels, classes))
+
+
+def remap_labels(labels: np.ndarray, classes: Sequence[int]) -> np.ndarray:
+  lookup = np.full(max(max(classes), int(labels.max(initial=0))) + 1, -1, dtype=np.int32)
+  lookup[np.asarray(classes)] = np.arange(len(classes), dtype=np.int32)
+  return lookup[labels]
+
+
+def write_manifest(manifest: SplitManifest, path: str) -> None:
+  with open(path, "w") as f:
+    json.dump(manifest.to_json(), f, indent=1)

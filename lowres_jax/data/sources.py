@@ -1,0 +1,101 @@
+"""Datasets as in-memory arrays, read through TFDS without TensorFlow.
+
+Low-resource runs touch at most a few tens of thousands of small images, so a split is read
+once into numpy (and cached per process, which a sweep of many runs relies on) rather than
+streamed through a host pipeline.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+import os
+
+import numpy as np
+import tensorflow_datasets as tfds
+
+from lowres_jax.data import builders
+
+
+class DatasetError(ValueError):
+  """A dataset cannot be read: unknown, not prepared, or missing its raw files."""
+
+
+@dataclasses.dataclass(frozen=True)
+class LabelledArrays:
+  """One split in memory: uint8 NHWC images, int labels and stable int example ids."""
+  images: np.ndarray
+  labels: np.ndarray
+  ids: np.ndarray
+
+  def __len__(self) -> int:
+    return len(self.labels)
+
+  def take(self, positions: np.ndarray) -> "LabelledArrays":
+    return LabelledArrays(self.images[positions], self.labels[positions], self.ids[positions])
+
+
+def resolve_data_dir(data_dir: str) -> str:
+  return os.path.expanduser(data_dir) if data_dir else tfds.core.constants.DATA_DIR
+
+
+def _prepare_local_builder(name: str, data_dir: str) -> tfds.core.DatasetBuilder:
+  builder = builders.LOCAL_BUILDERS[name](data_dir=data_dir, file_format="array_record")
+  if not builder.is_prepared():
+    tfds.disable_progress_bar()  # One-off preparation; its nested bars swamp the run's log.
+    builder.download_and_prepare(
+        download_config=tfds.download.DownloadConfig(verify_ssl=False))
+  return builder
+
+
+def _catalogue_builder(name: str, data_dir: str) -> tfds.core.DatasetBuilder:
+  try:
+    builder = tfds.builder(name, data_dir=data_dir)
+  except Exception as error:  # TFDS raises several types for an unknown name.
+    raise DatasetError(
+        f"unknown dataset {name!r}. Offline datasets built in: "
+        f"{', '.join(sorted(builders.LOCAL_BUILDERS))}; any other TFDS name must already be "
+        f"prepared (array_record) under {data_dir}. ({type(error).__name__}: {error})") from None
+  if not builder.is_prepared():
+    raise DatasetError(
+        f"dataset {name!r} is not prepared under {data_dir}, and nothing can be downloaded "
+        "here. Prepare it on a machine with network access with `tfds build "
+        f"{name} --file_format=array_record --data_dir=...`, copy it over, and set "
+        "config.data.data_dir (or $TFDS_DATA_DIR).")
+  return builder
+
+
+def _builder(name: str, data_dir: str) -> tfds.core.DatasetBuilder:
+  if name in builders.LOCAL_BUILDERS:
+    return _prepare_local_builder(name, data_dir)
+  return _catalogue_builder(name, data_dir)
+
+
+@functools.lru_cache(maxsize=16)
+def load_split(name: str, split: str, data_dir: str = "") -> LabelledArrays:
+  """Reads one split of a dataset fully into memory, sorted by example id."""
+  data_dir = resolve_data_dir(data_dir)
+  builder = _builder(name, data_dir)
+  if split not in builder.info.splits:
+    raise DatasetError(f"dataset {name!r} has no split {split!r}; it has "
+                       f"{', '.join(builder.info.splits)}")
+  source = builder.as_data_source(split=split)
+  records = source.__getitems__(range(len(source)))
+  images = np.stack([r["image"] for r in records]).astype(np.uint8)
+  if images.ndim == 3:  # Grey images without a channel axis.
+    images = images[..., None]
+  labels = np.asarray([r["label"] for r in records], dtype=np.int32)
+  has_ids = len(records) and "id" in records[0]
+  ids = (np.asarray([r["id"] for r in records], dtype=np.int64) if has_ids
+         else np.arange(len(records), dtype=np.int64))
+  # TFDS shuffles records on disk; sorting by id makes every later step independent of that.
+  order = np.argsort(ids, kind="stable")
+  arrays = LabelledArrays(images[order], labels[order], ids[order])
+  for array in (arrays.images, arrays.labels, arrays.ids):
+    array.setflags(write=False)  # Shared by every run in the process through the cache.
+  return arrays
+
+
+def num_classes_of(name: str, data_dir: str = "") -> int:
+  builder = _builder(name, resolve_data_dir(data_dir))
+  return builder.info.features["label"].num_classes

@@ -1,0 +1,24 @@
+"""Turns the errors a user can cause into one clear line instead of a traceback."""
+
+from __future__ import annotations
+
+import sys
+from typing import Callable
+
+
+def user_error_types() -> tuple[type[BaseException], ...]:
+  """Exceptions whose message already says what is wrong and how to fix it."""
+  from lowres_jax import checkpoint
+  from lowres_jax.config import ConfigError
+  from lowres_jax.data import builders, fewshot, sources
+  from lowres_jax.train import loop, transfer
+  return (ConfigError, sources.DatasetError, builders.DatasetMissingError, fewshot.ShotsError,
+          loop.NonFiniteLossError, transfer.TransferError, checkpoint.NoUsableCheckpointError)
+
+
+def run_with_clear_errors(entry: Callable[[], None]) -> None:
+  try:
+    entry()
+  except user_error_types() as error:
+    print(f"lowres_jax: error: {error}", file=sys.stderr)
+    sys.exit(2)

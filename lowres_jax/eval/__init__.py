@@ -1,0 +1,1 @@
+"""Host-side evaluation: classification metrics and statistics for reporting."""

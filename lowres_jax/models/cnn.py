@@ -1,0 +1,30 @@
+"""A small convolutional network for 8x8 to 32x32 images."""
+
+from __future__ import annotations
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+
+
+class SmallCNN(nn.Module):
+  """``depth`` conv blocks (conv-relu, conv-relu, 2x2 max-pool) doubling width, then a head."""
+  num_classes: int
+  width: int = 32
+  depth: int = 2
+  hidden: int = 128
+
+  @nn.compact
+  def __call__(self, images: jax.Array, train: bool = False):
+    del train  # No dropout or batch statistics: the step is the same in train and eval.
+    x = images
+    for block in range(self.depth):
+      features = self.width * 2**block
+      x = nn.relu(nn.Conv(features, (3, 3), name=f"conv{block}_a")(x))
+      x = nn.relu(nn.Conv(features, (3, 3), name=f"conv{block}_b")(x))
+      if min(x.shape[1:3]) >= 2:
+        x = nn.max_pool(x, (2, 2), strides=(2, 2))
+    x = jnp.mean(x, axis=(1, 2))
+    pre_logits = nn.relu(nn.Dense(self.hidden, name="pre_logits")(x))
+    logits = nn.Dense(self.num_classes, name="head")(pre_logits)
+    return logits, {"pre_logits": pre_logits}

@@ -1,0 +1,1 @@
+"""Training: state, optimizer, losses, pure steps and the loop that drives them."""

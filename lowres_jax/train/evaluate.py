@@ -1,0 +1,58 @@
+"""Evaluation in fixed-size padded batches, for a stack of runs at once.
+
+Every batch has the same shape (the last one is zero-padded and its padding rows dropped), so
+evaluation compiles once whatever the split's size.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+import jax
+import numpy as np
+from jax.sharding import Mesh
+
+from lowres_jax import parallel
+from lowres_jax.eval import metrics
+from lowres_jax.train import step as step_lib
+from lowres_jax.train.compiled import CompileCache
+
+
+@dataclasses.dataclass(frozen=True)
+class Evaluator:
+  """Computes logits of stacked params on a split shared by all runs or one split per run."""
+  model: object
+  batch_size: int
+  mesh: Mesh
+  cache: CompileCache
+
+  def logits(self, params, images: np.ndarray, shared: bool) -> np.ndarray:
+    """``images``: (N, H, W, C) if ``shared`` else (S, N, H, W, C). Returns (S, N, classes)."""
+    example_axis = 0 if shared else 1
+    num = images.shape[example_axis]
+    padded_num = -(-num // self.batch_size) * self.batch_size
+    padding = [(0, 0)] * images.ndim
+    padding[example_axis] = (0, padded_num - num)
+    images = np.pad(images, padding)
+    sharding = parallel.batch_sharding(self.mesh, leading_unsharded=example_axis)
+    replicated = parallel.replicated(self.mesh)
+    jitted = jax.jit(step_lib.vmap_over_runs(step_lib.make_eval_logits(self.model),
+                                             shared_argnums=(1,) if shared else ()),
+                     in_shardings=(replicated, sharding), out_shardings=replicated)
+    outputs = []
+    for start in range(0, padded_num, self.batch_size):
+      batch = np.take(images, np.arange(start, start + self.batch_size), axis=example_axis)
+      batch = parallel.put(batch, sharding)
+      compiled = self.cache.get("eval_logits", (self.model, shared, _mesh_key(self.mesh)),
+                                jitted, params, batch)
+      outputs.append(parallel.fetch(compiled(params, batch)))
+    return np.concatenate(outputs, axis=1)[:, :num]  # The mask: padding rows are dropped.
+
+
+def split_metrics(logits: np.ndarray, labels: np.ndarray, num_classes: int,
+                  split: str) -> dict:
+  return metrics.prefix_metrics(metrics.classification_metrics(logits, labels, num_classes), split)
+
+
+def _mesh_key(mesh: Mesh) -> tuple:
+  return tuple(d.id for d in mesh.devices.flat)

@@ -1,0 +1,305 @@
+"""The trainer: one run, or a group of runs that share a compiled step, from config to summary.
+
+A group is a list of configs whose static parts agree (same data shapes, model, schedule); they
+differ only in seed and traced hyperparameters. Their states are stacked and trained together
+under ``jax.vmap``. A single run is a group of one, so ``main`` and ``sweep`` share this code.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import logging
+import math
+import os
+import time
+from typing import Any, Sequence
+
+import flax.serialization
+import jax
+import jax.numpy as jnp
+import ml_collections
+import numpy as np
+
+from lowres_jax import checkpoint, parallel
+from lowres_jax.config import config_hash, duration_to_steps
+from lowres_jax.data import augment, fewshot, sources
+from lowres_jax.models import build_model
+from lowres_jax.train import optim, step as step_lib, transfer
+from lowres_jax.train.compiled import CompileCache
+from lowres_jax.train.evaluate import Evaluator, split_metrics
+from lowres_jax.train.plan import INIT_SOURCE, RunPlan, read_plan
+from lowres_jax.train.progress import Progress
+from lowres_jax.train.state import TrainState, stack, unstack
+from lowres_jax.train.writer import MetricsWriter
+
+log = logging.getLogger(__name__)
+
+SUMMARY_FILE = "summary.json"
+TIMING_PREFIX = "timing/"  # Summary keys that measure the machine, not the model.
+
+
+class NonFiniteLossError(FloatingPointError):
+  """The training loss became NaN or infinite."""
+
+
+def run(config: ml_collections.ConfigDict, workdir: str, cache: CompileCache | None = None,
+        show_progress: bool = True) -> dict:
+  """Trains and evaluates one run into ``workdir``; returns its summary."""
+  return train_group([config], [workdir], cache, show_progress)[0]
+
+
+def read_summary(workdir: str) -> dict | None:
+  path = os.path.join(workdir, SUMMARY_FILE)
+  if not os.path.exists(path):
+    return None
+  with open(path) as f:
+    return json.load(f)
+
+
+def train_group(configs: Sequence[ml_collections.ConfigDict], workdirs: Sequence[str],
+                cache: CompileCache | None = None, show_progress: bool = True) -> list[dict]:
+  """Trains runs that share a static plan together; finished runs are read back, not rerun."""
+  plans = [read_plan(c) for c in configs]
+  if len({p.static_part() for p in plans}) != 1:
+    raise ValueError("runs in a group must differ only in seed, method label and traced "
+                     "hyperparameters (optim.lr, optim.weight_decay, train.label_smoothing)")
+  summaries = [read_summary(w) for w in workdirs]
+  todo = [i for i, s in enumerate(summaries) if s is None]
+  if todo:
+    cache = cache if cache is not None else CompileCache()
+    trained = _train_unfinished([configs[i] for i in todo], [plans[i] for i in todo],
+                                [workdirs[i] for i in todo], cache, show_progress)
+    for i, summary in zip(todo, trained):
+      summaries[i] = summary
+  return summaries
+
+
+def _train_unfinished(configs, plans: list[RunPlan], workdirs: list[str], cache: CompileCache,
+                      show_progress: bool) -> list[dict]:
+  start_time = time.perf_counter()
+  compile_seconds_before = cache.compile_seconds
+  plan = plans[0]
+  augment.check_names(plan.augment)
+  mesh = parallel.make_mesh()
+  parallel.check_divisible(plan.batch_size, "config.train.batch_size")
+  parallel.check_divisible(plan.eval_batch_size, "config.eval.batch_size")
+
+  pool = sources.load_split(plan.dataset, plan.train_split, plan.data_dir)
+  test = fewshot.restrict_to_classes(
+      sources.load_split(plan.dataset, plan.test_split, plan.data_dir), plan.classes)
+  manifests = [fewshot.draw_manifest(pool, plan.dataset, plan.classes, plan.shots,
+                                     plan.val_per_class, p.seed) for p in plans]
+  trains = [fewshot.select(pool, m.train_ids, plan.classes) for m in manifests]
+  vals = [fewshot.select(pool, m.val_ids, plan.classes) for m in manifests]
+  for config, manifest, workdir in zip(configs, manifests, workdirs):
+    _write_run_files(config, manifest, workdir)
+
+  num_classes = len(plan.classes)
+  num_train = len(trains[0])
+  total_steps = duration_to_steps(plan.duration, num_train, plan.batch_size)
+  model = build_model(plan.model_name, num_classes, **dict(plan.model_kwargs))
+  optim_spec = optim.OptimSpec(
+      name=plan.optimizer, momentum=plan.momentum, warmup_steps=int(plan.warmup * total_steps),
+      total_steps=total_steps, grad_clip=plan.grad_clip, freeze=plan.freeze)
+
+  pretrained = _pretrained_params(plan, cache, show_progress)
+  initial = [_initial_state(model, optim_spec, p, trains[0].images[:1], pretrained)
+             for p in plans]
+  start_step, states = _restore_or_start(plans, workdirs, initial)
+  stacked_state = parallel.put_replicated(stack(states), mesh)
+  hparams = parallel.put_replicated(
+      stack([{k: np.float32(v) for k, v in p.hparams().items()} for p in plans]), mesh)
+  train_images = parallel.put_replicated(np.stack([t.images for t in trains]), mesh)
+  train_labels = parallel.put_replicated(np.stack([t.labels for t in trains]), mesh)
+
+  writers = ([MetricsWriter(w, start_step) for w in workdirs]
+             if parallel.is_main_process() else [])
+  evaluator = Evaluator(model, plan.eval_batch_size, mesh, cache)
+  label = workdirs[0] if len(workdirs) == 1 else f"{len(workdirs)} runs"
+  progress = Progress(total_steps, start_step, os.path.basename(label.rstrip("/")) or label,
+                      enabled=show_progress and parallel.is_main_process())
+  managers = [checkpoint.make_manager(w, plan.keep_checkpoints) for w in workdirs]
+
+  train_seconds, step = 0.0, start_step
+  while step < total_steps:
+    chunk = min(plan.log_every, total_steps - step)
+    per_call = min(step_lib.steps_per_call(plan.log_every), chunk)
+    spec = step_lib.StepSpec(model, optim_spec, plan.batch_size, per_call, plan.augment,
+                             plan.crop_pad)
+    compiled = _compiled_chunk(spec, mesh, cache, stacked_state, hparams, train_images,
+                               train_labels)
+    chunk_start = time.perf_counter()
+    outputs = []
+    for _ in range(chunk // per_call):
+      stacked_state, call_metrics = compiled(stacked_state, hparams, train_images, train_labels)
+      outputs.append(call_metrics)
+    chunk_metrics = jax.tree.map(lambda *m: np.concatenate(m, axis=1), *parallel.fetch(outputs))
+    train_seconds += time.perf_counter() - chunk_start
+    _check_finite(chunk_metrics["loss"], step, workdirs)
+    step += chunk
+    for i, writer in enumerate(writers):
+      writer.write(step, {"train/loss": float(np.mean(chunk_metrics["loss"][i])),
+                          "train/learning_rate": float(chunk_metrics["lr"][i, -1])})
+    progress.update(step, float(np.mean(chunk_metrics["loss"][:, -1])))
+    if plan.eval_every and step % plan.eval_every == 0 and step < total_steps:
+      _log_validation(evaluator, stacked_state.params, vals, num_classes, step, writers)
+    if step == total_steps or (plan.checkpoint_every and step % plan.checkpoint_every == 0):
+      _save_all(managers, stacked_state, step)
+  progress.close()
+
+  final = _final_metrics(evaluator, stacked_state.params, vals, test, num_classes)
+  for i, writer in enumerate(writers):
+    writer.write(total_steps, final[i])
+    writer.close()
+  wall_seconds = time.perf_counter() - start_time
+  trained_steps = total_steps - start_step
+  timing = {
+      "wall_s": wall_seconds,
+      "compile_s": cache.compile_seconds - compile_seconds_before,
+      "train_s": train_seconds,
+      "train_examples_per_s": (len(plans) * trained_steps * plan.batch_size / train_seconds
+                               if train_seconds > 0 else float("nan")),
+      "runs_in_group": len(plans),
+      "resumed_from_step": start_step,
+  }
+  summaries = []
+  for i, (p, manifest, workdir) in enumerate(zip(plans, manifests, workdirs)):
+    summary = _summary(p, manifest, model, total_steps, len(test), final[i], timing)
+    if parallel.is_main_process():
+      _write_json(os.path.join(workdir, SUMMARY_FILE), summary)
+    summaries.append(summary)
+  return summaries
+
+
+def _compiled_chunk(spec, mesh, cache, *args):
+  replicated = parallel.replicated(mesh)
+  chunk_fn = step_lib.make_train_chunk(spec, parallel.batch_sharding(mesh))
+  jitted = jax.jit(step_lib.vmap_over_runs(chunk_fn), in_shardings=replicated,
+                   out_shardings=replicated, donate_argnums=0)
+  return cache.get("train_chunk", (spec, tuple(d.id for d in mesh.devices.flat)), jitted, *args)
+
+
+def _initial_state(model, optim_spec: optim.OptimSpec, plan: RunPlan, sample: np.ndarray,
+                   pretrained: Any | None) -> TrainState:
+  init_key, train_key = jax.random.split(jax.random.PRNGKey(plan.seed))
+  params = jax.device_get(_init_params(model, init_key, step_lib.preprocess(sample)))
+  if pretrained is not None:
+    params = transfer.merge_pretrained(params, pretrained, plan.reinit)
+  tx = optim.build_optimizer(optim_spec, optim.placeholder_hparams(), params)
+  return TrainState(step=np.int32(0), params=params, opt_state=jax.device_get(tx.init(params)),
+                    rng=np.asarray(train_key))
+
+
+@functools.partial(jax.jit, static_argnums=0)
+def _init_params(model, key, sample):
+  return model.init(key, sample)["params"]
+
+
+def _pretrained_params(plan: RunPlan, cache: CompileCache, show_progress: bool) -> Any | None:
+  if not plan.init:
+    return None
+  if plan.init == INIT_SOURCE:
+    return checkpoint.load_params(_ensure_source_trained(plan, cache, show_progress))
+  return checkpoint.load_params(plan.init)
+
+
+def _ensure_source_trained(plan: RunPlan, cache: CompileCache, show_progress: bool) -> str:
+  """Pretrains on the source task once; later runs with the same source config reuse it."""
+  source_config = plan.source
+  workdir = os.path.join(os.path.expanduser(plan.cache_dir),
+                         f"source-{source_config.data.name}-{config_hash(source_config)}")
+  with transfer.exclusive(workdir):
+    if read_summary(workdir) is None:
+      log.info("pretraining the source model into %s (cached for later runs)", workdir)
+      train_group([source_config], [workdir], cache, show_progress)
+  return workdir
+
+
+def _restore_or_start(plans, workdirs, initial: list[TrainState]) -> tuple[int, list]:
+  """Restores every run at the newest step all of them have, or starts them all afresh."""
+  templates = [flax.serialization.to_state_dict(s) for s in initial]
+  managers = [checkpoint.make_manager(w, p.keep_checkpoints) for p, w in zip(plans, workdirs)]
+  common = set.intersection(*[set(m.all_steps()) for m in managers])
+  if not common:
+    return 0, initial
+  restored = [checkpoint.restore_latest(m, t, at_most=max(common))
+              for m, t in zip(managers, templates)]
+  steps = {r[0] for r in restored if r is not None}
+  if len(steps) != 1 or any(r is None for r in restored):
+    log.warning("runs restored at different steps %s; restarting the group from step 0", steps)
+    return 0, initial
+  step = steps.pop()
+  log.info("resuming %d run(s) from step %d", len(plans), step)
+  return step, [flax.serialization.from_state_dict(s, r[1]) for s, r in zip(initial, restored)]
+
+
+def _save_all(managers, stacked_state, step: int) -> None:
+  host_state = parallel.fetch(stacked_state)
+  for i, manager in enumerate(managers):
+    checkpoint.save(manager, step, flax.serialization.to_state_dict(unstack(host_state, i)))
+
+
+def _check_finite(losses: np.ndarray, first_step: int, workdirs: Sequence[str]) -> None:
+  bad = ~np.isfinite(losses)
+  if bad.any():
+    run, offset = map(int, np.argwhere(bad)[0])
+    raise NonFiniteLossError(
+        f"train/loss is {losses[run, offset]} at step {first_step + offset + 1} of the run in "
+        f"{workdirs[run]}. Lower config.optim.lr, or set config.optim.grad_clip; the last "
+        "checkpoint before this step is kept.")
+
+
+def _log_validation(evaluator, params, vals, num_classes, step, writers) -> None:
+  logits = evaluator.logits(params, np.stack([v.images for v in vals]), shared=False)
+  for i, writer in enumerate(writers):
+    writer.write(step, split_metrics(logits[i], vals[i].labels, num_classes, "val"))
+
+
+def _final_metrics(evaluator, params, vals, test, num_classes) -> list[dict]:
+  results = [{} for _ in vals]
+  if len(vals[0]):
+    val_logits = evaluator.logits(params, np.stack([v.images for v in vals]), shared=False)
+    for i, val in enumerate(vals):
+      results[i].update(split_metrics(val_logits[i], val.labels, num_classes, "val"))
+  test_logits = evaluator.logits(params, test.images, shared=True)
+  for i in range(len(vals)):
+    results[i].update(split_metrics(test_logits[i], test.labels, num_classes, "test"))
+  return results
+
+
+def _summary(plan: RunPlan, manifest, model, total_steps, num_test, final, timing) -> dict:
+  return {
+      "method": plan.method, "seed": plan.seed, "dataset": plan.dataset,
+      "classes": list(plan.classes), "shots": plan.shots, "model": plan.model_name,
+      "init": plan.init, "hparams": plan.hparams(), "steps": total_steps,
+      "num_train": len(manifest.train_ids), "num_val": len(manifest.val_ids),
+      "num_test": num_test, "train_sha256": fewshot.ids_sha256(manifest.train_ids),
+      **final, **{TIMING_PREFIX + k: v for k, v in timing.items()},
+  }
+
+
+def _write_run_files(config, manifest, workdir: str) -> None:
+  if not parallel.is_main_process():
+    return
+  os.makedirs(workdir, exist_ok=True)
+  _write_json(os.path.join(workdir, "config.json"), config.to_dict())
+  fewshot.write_manifest(manifest, os.path.join(workdir, "split.json"))
+
+
+def _write_json(path: str, record: dict) -> None:
+  """Writes atomically, so a kill never leaves a half-written summary that looks finished."""
+  tmp = path + ".tmp"
+  with open(tmp, "w") as f:
+    json.dump(record, f, indent=1, default=_json_default, allow_nan=True)
+  os.replace(tmp, path)
+
+
+def _json_default(value: Any) -> Any:
+  if isinstance(value, (np.integer,)):
+    return int(value)
+  if isinstance(value, (np.floating,)):
+    return float(value)
+  if isinstance(value, tuple):
+    return list(value)
+  raise TypeError(f"cannot write {type(value).__name__} to JSON")

@@ -1,0 +1,133 @@
+"""A run's config read once, completely, into plain values.
+
+Reading every field up front (through ``TrackedConfig``) is what lets a run refuse keys that no
+code reads before it spends a second training. The rest of the trainer sees only ``RunPlan``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any
+
+import ml_collections
+
+from lowres_jax.config import ConfigError, TrackedConfig
+
+INIT_SCRATCH = ""
+INIT_SOURCE = "source"
+
+
+@dataclasses.dataclass(frozen=True)
+class RunPlan:
+  # What varies between runs that share a compiled step (traced values, or labels).
+  seed: int
+  method: str
+  lr: float
+  weight_decay: float
+  label_smoothing: float
+  # Data.
+  dataset: str
+  data_dir: str
+  classes: tuple[int, ...]
+  shots: int
+  val_per_class: int
+  train_split: str
+  test_split: str
+  # Model and where its weights come from.
+  model_name: str
+  model_kwargs: tuple[tuple[str, Any], ...]
+  init: str
+  source: ml_collections.ConfigDict | None
+  reinit: str
+  cache_dir: str
+  # Optimisation.
+  optimizer: str
+  momentum: float
+  warmup: float
+  grad_clip: float
+  freeze: str
+  batch_size: int
+  duration: str | int
+  augment: tuple[str, ...]
+  crop_pad: int
+  # Evaluation, logging, checkpoints.
+  eval_batch_size: int
+  eval_every: int
+  log_every: int
+  checkpoint_every: int
+  keep_checkpoints: int
+
+  def static_part(self) -> "RunPlan":
+    """The plan with per-run values blanked: runs with equal static parts can run stacked."""
+    return dataclasses.replace(self, seed=0, method="", lr=0.0, weight_decay=0.0,
+                               label_smoothing=0.0)
+
+  def hparams(self) -> dict[str, float]:
+    return {"lr": self.lr, "weight_decay": self.weight_decay,
+            "label_smoothing": self.label_smoothing}
+
+  def __hash__(self):  # ConfigDicts are unhashable; the source is identified by its content.
+    return hash(dataclasses.astuple(dataclasses.replace(self, source=None))
+                + (repr(self.source),))
+
+
+def _tuple(value: Any) -> tuple:
+  return tuple(value) if isinstance(value, (list, tuple)) else (value,)
+
+
+def read_plan(config: ml_collections.ConfigDict, reads: set[str] | None = None) -> RunPlan:
+  """Reads every field of a run config; raises ConfigError for any field left unread."""
+  c = TrackedConfig(config, reads)
+  init = c.init
+  source = None
+  if init == INIT_SOURCE:
+    source = ml_collections.ConfigDict(c.source.to_dict())
+  elif "source" in c:
+    c.source.mark_all_read()  # Documented: only an init='source' run uses the source config.
+  plan = RunPlan(
+      seed=int(c.seed), method=str(c.method),
+      lr=float(c.optim.lr), weight_decay=float(c.optim.weight_decay),
+      label_smoothing=float(c.train.label_smoothing),
+      dataset=c.data.name, data_dir=c.data.data_dir,
+      classes=tuple(int(k) for k in _tuple(c.data.classes)), shots=int(c.data.shots),
+      val_per_class=int(c.data.val_per_class), train_split=c.data.train_split,
+      test_split=c.data.test_split,
+      model_name=c.model.name,
+      model_kwargs=tuple(sorted((k, _freeze(v)) for k, v in c.model.to_dict().items()
+                                if k != "name")),
+      init=init, source=source, reinit=c.reinit, cache_dir=c.cache_dir,
+      optimizer=c.optim.name, momentum=float(c.optim.momentum), warmup=float(c.optim.warmup),
+      grad_clip=float(c.optim.grad_clip), freeze=c.freeze,
+      batch_size=int(c.train.batch_size), duration=c.train.duration,
+      augment=tuple(_tuple(c.train.augment)) if c.train.augment else (),
+      crop_pad=int(c.train.crop_pad),
+      eval_batch_size=int(c.eval.batch_size), eval_every=int(c.eval.every),
+      log_every=int(c.log_every), checkpoint_every=int(c.checkpoint_every),
+      keep_checkpoints=int(c.keep_checkpoints))
+  c.assert_all_read()
+  _validate(plan)
+  return plan
+
+
+def _freeze(value: Any) -> Any:
+  return tuple(value) if isinstance(value, list) else value
+
+
+def _validate(plan: RunPlan) -> None:
+  if not plan.classes:
+    raise ConfigError("config.data.classes is empty; name the classes of the task")
+  if len(set(plan.classes)) != len(plan.classes):
+    raise ConfigError(f"config.data.classes repeats a class: {plan.classes}")
+  if plan.log_every <= 0:
+    raise ConfigError("config.log_every must be positive")
+  for key, every in (("eval.every", plan.eval_every),
+                     ("checkpoint_every", plan.checkpoint_every)):
+    if every < 0 or every % plan.log_every:
+      raise ConfigError(f"config.{key} = {every} must be 0 (only at the end) or a multiple of "
+                        f"config.log_every = {plan.log_every}: the trainer stops only at "
+                        "log boundaries")
+  if not 0.0 <= plan.warmup < 1.0:
+    raise ConfigError(f"config.optim.warmup = {plan.warmup} is the warm-up fraction of training; "
+                      "it must be in [0, 1)")
+  if plan.init not in (INIT_SCRATCH, INIT_SOURCE) and not plan.init.strip():
+    raise ConfigError("config.init must be '', 'source', or a workdir path")
