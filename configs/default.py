@@ -7,6 +7,7 @@ config, so only the first run pays for it), then fine-tuned on 10 examples per c
   python -m lowres_jax.main                       # = --config=configs/default.py
   python -m lowres_jax.main --config=configs/default.py:init=scratch   # the from-scratch baseline
   python -m lowres_jax.main --config=configs/default.py:shots=5 --config.optim.lr=0.02
+  python -m lowres_jax.main --config=configs/default.py:tiny=1     # seconds-long smoke run
 
 Expected (results/transfer_digits_fmnist.md, 5 seeds): fine-tuning ~0.9 test/accuracy, from
 scratch clearly lower; see that file for the measured numbers.
@@ -60,16 +61,25 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   args = parse_arg(arg)
   shots = int(args.pop("shots", 10))
   init = args.pop("init", "source")
+  tiny = bool(int(args.pop("tiny", 0)))
   if args:
-    raise ValueError(f"unknown config arguments {sorted(args)}; known: shots, init")
+    raise ValueError(f"unknown config arguments {sorted(args)}; known: shots, init, tiny")
   model = dict(name="cnn", width=32, depth=2, hidden=128)
-  c = base_config("digits", TARGET_CLASSES, shots, model, "300 steps", lr=0.02,
+  steps, source_steps = 300, 600
+  if tiny:  # A seconds-long smoke run of the same pipeline (tests use it).
+    model = dict(name="cnn", width=8, depth=1, hidden=16)
+    steps, source_steps = 40, 60
+  c = base_config("digits", TARGET_CLASSES, shots, model, f"{steps} steps", lr=0.02,
                   batch_size=32, augment=("crop",))
   c.init = {"scratch": "", "source": "source"}.get(init, init)
-  source = base_config("digits", SOURCE_CLASSES, -1, model, "600 steps", lr=0.05,
+  c.method = "finetune" if c.init else "scratch"
+  source = base_config("digits", SOURCE_CLASSES, -1, model, f"{source_steps} steps", lr=0.05,
                        batch_size=64, augment=("crop",))
   source.data.val_per_class = 20
   source.eval.every = 0
-  source.checkpoint_every = 600
+  source.checkpoint_every = 0
   c.source = source
+  if tiny:
+    c.log_every, c.eval.every, c.checkpoint_every = 10, 20, 20
+    source.log_every = 20
   return c

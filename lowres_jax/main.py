@@ -17,6 +17,7 @@ from absl import app, flags, logging
 from ml_collections import config_flags
 
 from lowres_jax import errors, parallel
+from lowres_jax.config import ConfigError
 from lowres_jax.report import format_run_table
 
 DEFAULT_CONFIG = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
@@ -46,9 +47,25 @@ def main(argv) -> None:
     parallel.initialize_distributed(_COORDINATOR.value, _NUM_PROCESSES.value, _PROCESS_ID.value)
   config_arg = flags.FLAGS["config"].config_filename
   workdir = _WORKDIR.value or default_workdir(config_arg)
-  summary = loop.run(_CONFIG.value, workdir, show_progress=_PROGRESS.value)
+  try:
+    config = _CONFIG.value
+    config.to_dict()  # A config that failed to load raises only when first used.
+  except Exception as error:
+    raise ConfigError(f"--config={config_arg}: {error}") from None
+  summary = loop.run(config, workdir, show_progress=_PROGRESS.value)
   if parallel.is_main_process():
     print(format_run_table(summary, workdir))
+
+
+def parse_flags(argv: list[str]) -> list[str]:
+  """absl's parser, reporting a bad flag (a mistyped --config.key included, which
+  ml_collections raises as a bare AttributeError) as one line instead of a traceback."""
+  try:
+    return flags.FLAGS(argv)
+  except Exception as error:
+    message = str(error).strip("'\"").replace("\\n", " ").replace("\\'", "'")
+    print(f"lowres_jax: error: bad flag: {message}", file=sys.stderr)
+    sys.exit(2)
 
 
 def run_cli() -> None:
@@ -56,7 +73,7 @@ def run_cli() -> None:
   if not any(a == "--config" or a.startswith("--config=") for a in sys.argv[1:]):
     sys.argv.insert(1, f"--config={DEFAULT_CONFIG}")
   logging.set_verbosity(logging.WARNING)
-  errors.run_with_clear_errors(lambda: app.run(main))
+  errors.run_with_clear_errors(lambda: app.run(main, flags_parser=parse_flags))
 
 
 if __name__ == "__main__":

@@ -1,6 +1,25 @@
-"""Tables for humans: a finished run's summary now; sweep tables come with the sweep."""
+"""Tables for humans: one finished run's summary, and paper-style tables for a sweep.
+
+Sweep reporting (``write_report``) turns finished-run records into a Markdown
+table, a CSV and a plot. Two rules keep the numbers honest:
+
+* Hyperparameters are chosen per (dataset, method, shots) cell on the
+  validation metric only (``select_settings``); test numbers are read only
+  after the choice is made, so they cannot leak into it.
+* Every mean comes with a 95% Student-t interval over seeds, and methods are
+  compared with the baseline by a paired-by-seed difference and t-test
+  (``lowres_jax.eval.stats``), with the number of seeds shown next to it.
+"""
 
 from __future__ import annotations
+
+import csv
+import math
+import os
+from collections.abc import Iterable, Sequence
+from typing import Any
+
+from lowres_jax.eval.stats import MeanCI, format_mean_ci, mean_ci, paired_difference
 
 SPLITS = ("val", "test")
 HEADLINE_METRICS = ("accuracy", "balanced_accuracy", "macro_f1", "ece", "loss")
@@ -27,3 +46,311 @@ def format_run_table(summary: dict, workdir: str) -> str:
     lines.append(f"wall {wall:.1f} s, compile {summary['timing/compile_s']:.1f} s, "
                  f"{summary['timing/train_examples_per_s']:.0f} train examples/s")
   return "\n".join(lines)
+
+
+# ---------------------------------------------------------------------------
+# Sweep tables.
+# ---------------------------------------------------------------------------
+
+Record = dict[str, Any]
+Cell = tuple[str, str, int]  # (dataset, method, shots)
+
+CONFIDENCE = 0.95
+SELECTION_METRIC = "val/accuracy"
+TABLE_METRIC = "test/accuracy"
+# Metrics that are fractions in [0, 1]; tables and plots show them in percent.
+PERCENT_METRICS = ("accuracy", "balanced_accuracy", "macro_f1", "ece")
+_CELL_KEYS = ("dataset", "method", "shots", "seed", "setting")
+_ROW_FIELDS = ("dataset", "method", "shots", "setting", "n_seeds", "mean", "half_width",
+               "baseline", "n_pairs", "diff_mean", "diff_half_width", "p_value", "significant")
+
+
+def _cell(record: Record) -> Cell:
+  """The (dataset, method, shots) cell a run belongs to; names the missing keys if any."""
+  missing = [key for key in _CELL_KEYS if key not in record]
+  if missing:
+    raise ValueError(f"run record lacks required keys {missing}: {record}")
+  return (str(record["dataset"]), str(record["method"]), int(record["shots"]))
+
+
+def _metric_value(record: Record, metric: str) -> float:
+  """One finite metric value of a run, or a ValueError saying which run lacks it."""
+  if metric not in record:
+    raise ValueError(f"run {_describe(record)} has no metric {metric!r}")
+  value = float(record[metric])
+  if not math.isfinite(value):
+    raise ValueError(f"run {_describe(record)} has non-finite {metric!r} = {value}")
+  return value
+
+
+def _describe(record: Record) -> str:
+  """Short identification of a run for error messages."""
+  return ", ".join(f"{key}={record.get(key)!r}" for key in _CELL_KEYS)
+
+
+def _group_by_cell_and_setting(records: Iterable[Record]) -> dict[Cell, dict[str, list[Record]]]:
+  """cell -> setting -> runs, keeping first-appearance order; rejects a seed run twice."""
+  groups: dict[Cell, dict[str, list[Record]]] = {}
+  for record in records:
+    runs = groups.setdefault(_cell(record), {}).setdefault(str(record["setting"]), [])
+    if any(run["seed"] == record["seed"] for run in runs):
+      # A duplicated seed would be double-counted in the mean and break pairing by seed.
+      raise ValueError(f"duplicate run (same cell, setting and seed): {_describe(record)}")
+    runs.append(record)
+  return groups
+
+
+def select_settings(records: Iterable[Record],
+                    selection_metric: str = SELECTION_METRIC) -> dict[Cell, str]:
+  """Per (dataset, method, shots) cell, the setting with the highest mean selection metric over seeds.
+
+  Only ``selection_metric`` (validation by default) is read: test metrics never
+  influence the choice, otherwise the reported test numbers would be optimistically
+  biased by tuning on the test set. A ``test/`` metric is therefore refused.
+  Ties go to the lexicographically first setting, so the choice is deterministic
+  and independent of record order. Each setting is scored on the seeds it has.
+  """
+  if selection_metric.startswith("test/"):
+    raise ValueError(f"hyperparameters must not be selected on a test metric: {selection_metric!r}")
+  selected: dict[Cell, str] = {}
+  for cell, by_setting in _group_by_cell_and_setting(records).items():
+    best_setting, best_mean = None, -math.inf
+    for setting in sorted(by_setting):  # Strict '>' keeps the first of equal means.
+      runs = by_setting[setting]
+      mean = sum(_metric_value(run, selection_metric) for run in runs) / len(runs)
+      if best_setting is None or mean > best_mean:
+        best_setting, best_mean = setting, mean
+    selected[cell] = best_setting
+  return selected
+
+
+def selected_records(records: Iterable[Record],
+                     selection_metric: str = SELECTION_METRIC) -> list[Record]:
+  """The runs at each cell's selected setting (see ``select_settings``), in input order."""
+  records = list(records)
+  choice = select_settings(records, selection_metric)
+  return [record for record in records if str(record["setting"]) == choice[_cell(record)]]
+
+
+def _values_by_seed(runs: Iterable[Record], metric: str) -> dict[Any, float]:
+  """seed -> metric value for the runs of one cell at one setting."""
+  return {run["seed"]: _metric_value(run, metric) for run in runs}
+
+
+def _paired_fields(values: dict[Any, float], baseline_values: dict[Any, float]) -> dict:
+  """Paired-by-seed difference (method - baseline) on the seeds both have; None when < 2 pairs."""
+  seeds = sorted(set(values) & set(baseline_values))
+  fields = {"n_pairs": len(seeds), "diff_mean": None, "diff_half_width": None,
+            "p_value": None, "significant": None}
+  if len(seeds) < 2:
+    return fields
+  diff = paired_difference([values[s] for s in seeds], [baseline_values[s] for s in seeds],
+                           confidence=CONFIDENCE)
+  fields.update(diff_mean=diff.mean_diff, diff_half_width=diff.half_width,
+                p_value=diff.p_value, significant=diff.significant)
+  return fields
+
+
+def _ordered_cells(cells: Iterable[Cell]) -> list[Cell]:
+  """Datasets and methods in first-appearance order, shots ascending within each."""
+  cells = list(cells)
+  dataset_rank = {d: i for i, d in reversed(list(enumerate(c[0] for c in cells)))}
+  method_rank = {m: i for i, m in reversed(list(enumerate(c[1] for c in cells)))}
+  return sorted(cells, key=lambda c: (dataset_rank[c[0]], method_rank[c[1]], c[2]))
+
+
+def build_table(records: Iterable[Record], metric: str = TABLE_METRIC, baseline: str | None = None,
+                selection_metric: str = SELECTION_METRIC) -> list[dict]:
+  """One row per (dataset, method, shots) cell at its selected setting: mean, 95% t half-width, seeds.
+
+  With a ``baseline`` method, every other row also gets the paired difference
+  (row - baseline) against the baseline's runs of the same dataset and shots at
+  the baseline's own selected setting, paired on the seeds both have
+  (``n_pairs``); with fewer than 2 pairs the difference fields are None.
+  Every row has the same keys (None where not applicable) so it tabulates as is.
+  """
+  records = list(records)
+  groups = _group_by_cell_and_setting(records)
+  choice = select_settings(records, selection_metric)
+  if baseline is not None and baseline not in {method for _, method, _ in choice}:
+    raise ValueError(f"baseline method {baseline!r} has no runs; methods: "
+                     f"{sorted({method for _, method, _ in choice})}")
+  rows = []
+  for cell in _ordered_cells(choice):
+    dataset, method, shots = cell
+    values = _values_by_seed(groups[cell][choice[cell]], metric)
+    ci = mean_ci(list(values.values()), confidence=CONFIDENCE)
+    row = {"dataset": dataset, "method": method, "shots": shots, "setting": choice[cell],
+           "n_seeds": ci.n, "mean": ci.mean,
+           "half_width": ci.half_width if ci.n >= 2 else None, "baseline": baseline}
+    if baseline is not None and method != baseline:
+      baseline_cell = (dataset, baseline, shots)
+      baseline_values = (_values_by_seed(groups[baseline_cell][choice[baseline_cell]], metric)
+                         if baseline_cell in choice else {})
+      row.update(_paired_fields(values, baseline_values))
+    rows.append({key: row.get(key) for key in _ROW_FIELDS})
+  return rows
+
+
+def _metric_scale(metric: str) -> tuple[float, int, str]:
+  """(scale, decimals, unit) for display: fractions as percent with 1 decimal, others raw."""
+  if metric.split("/")[-1] in PERCENT_METRICS:
+    return 100.0, 1, "%"
+  return 1.0, 3, ""
+
+
+def _metric_label(metric: str) -> str:
+  """Axis/legend name for a metric key, e.g. 'test/balanced_accuracy' -> 'test balanced accuracy (%)'."""
+  _, _, unit = _metric_scale(metric)
+  name = metric.replace("/", " ").replace("_", " ")
+  return f"{name} ({unit})" if unit else name
+
+
+def _format_cell(row: dict, metric: str) -> str:
+  """'93.4 ± 1.2 (n=5)', plus '; Δ +3.1 ± 1.0*' against the baseline where there is one."""
+  scale, digits, _ = _metric_scale(metric)
+  half = row["half_width"] if row["half_width"] is not None else math.nan
+  ci = MeanCI(mean=row["mean"], half_width=half, n=row["n_seeds"],
+              low=row["mean"] - half, high=row["mean"] + half)
+  text = f"{format_mean_ci(ci, scale=scale, digits=digits)} (n={row['n_seeds']})"
+  if row["baseline"] is None or row["method"] == row["baseline"]:
+    return text
+  if row["diff_mean"] is None:
+    return f"{text}; Δ n/a ({row['n_pairs']} paired seeds)"
+  star = "*" if row["significant"] else ""
+  delta = f"Δ {row['diff_mean'] * scale:+.{digits}f} ± {row['diff_half_width'] * scale:.{digits}f}{star}"
+  if row["n_pairs"] != row["n_seeds"]:
+    delta += f" ({row['n_pairs']} pairs)"
+  return f"{text}; {delta}"
+
+
+def _escape(text: str) -> str:
+  """Make text safe inside a Markdown table cell."""
+  return text.replace("|", "\\|")
+
+
+def _method_order(rows: Sequence[dict]) -> list[str]:
+  """Baseline first, then the other methods in order of first appearance."""
+  methods = list(dict.fromkeys(row["method"] for row in rows))
+  baseline = rows[0]["baseline"] if rows else None
+  if baseline in methods:
+    methods.remove(baseline)
+    methods.insert(0, baseline)
+  return methods
+
+
+def _markdown_grid(rows: Sequence[dict], corner: str, render) -> list[str]:
+  """A methods x shots Markdown table whose cells are ``render(row)`` ('—' for a missing cell)."""
+  shots = sorted({row["shots"] for row in rows})
+  by_key = {(row["method"], row["shots"]): row for row in rows}
+  lines = ["| " + " | ".join([corner] + [f"{k}-shot" for k in shots]) + " |",
+           "|---" * (len(shots) + 1) + "|"]
+  for method in _method_order(rows):
+    cells = [_escape(render(by_key[method, k])) if (method, k) in by_key else "—" for k in shots]
+    lines.append("| " + " | ".join([_escape(method)] + cells) + " |")
+  return lines
+
+
+def _legend(metric: str, baseline: str | None) -> str:
+  """One line explaining the notation used in the table cells."""
+  _, _, unit = _metric_scale(metric)
+  unit_text = " in percent" if unit == "%" else ""
+  text = (f"`{metric}`{unit_text}: mean ± half-width of the {CONFIDENCE:.0%} Student-t confidence "
+          f"interval over seeds; n = number of seeds.")
+  if baseline is not None:
+    text += (f" Δ = mean paired-by-seed difference to `{baseline}` ± its {CONFIDENCE:.0%} half-width"
+             f"{' (percentage points)' if unit == '%' else ''}; * = paired t-test p < "
+             f"{1 - CONFIDENCE:.2g}. Hyperparameters were selected on validation only.")
+  else:
+    text += " Hyperparameters were selected on validation only."
+  return text
+
+
+def format_markdown(rows: Sequence[dict], metric: str, command: str, title: str) -> str:
+  """Markdown report: title, the producing command, then per dataset a results and a settings table.
+
+  Results: rows = methods (baseline first), columns = shots ascending. The
+  second table shows the hyperparameter setting selected for each cell, so a
+  reader sees what was tuned.
+  """
+  baseline = rows[0]["baseline"] if rows else None
+  lines = [f"# {title}", "", "Produced by:", "", "```", command, "```", "",
+           _legend(metric, baseline)]
+  for dataset in dict.fromkeys(row["dataset"] for row in rows):
+    dataset_rows = [row for row in rows if row["dataset"] == dataset]
+    lines += ["", f"## {dataset}", ""]
+    lines += _markdown_grid(dataset_rows, "method", lambda row: _format_cell(row, metric))
+    lines += ["", f"Selected setting per cell ({dataset}):", ""]
+    lines += _markdown_grid(dataset_rows, "method",
+                            lambda row: f"`{row['setting']}`" if row["setting"] else "(no grid)")
+  return "\n".join(lines) + "\n"
+
+
+def _ensure_parent(path: str) -> None:
+  """Create the directory a file will be written into."""
+  parent = os.path.dirname(path)
+  if parent:
+    os.makedirs(parent, exist_ok=True)
+
+
+def write_csv(rows: Sequence[dict], path: str) -> None:
+  """One line per row, a header of all row fields (first-appearance order), None as empty."""
+  fields = list(dict.fromkeys(key for row in rows for key in row))
+  _ensure_parent(path)
+  with open(path, "w", newline="") as f:
+    writer = csv.DictWriter(f, fieldnames=fields, restval="")
+    writer.writeheader()
+    for row in rows:
+      writer.writerow({key: "" if value is None else value for key, value in row.items()})
+
+
+def plot_accuracy_vs_shots(rows: Sequence[dict], path: str, metric: str = TABLE_METRIC) -> None:
+  """PNG with one panel per dataset: mean metric vs shots per class, 95% CI error bars, one line per method."""
+  # Lazy import and an explicit Agg canvas: no display needed, and no global pyplot state touched.
+  from matplotlib.backends.backend_agg import FigureCanvasAgg
+  from matplotlib.figure import Figure
+  from matplotlib.ticker import NullFormatter, ScalarFormatter
+
+  scale, _, _ = _metric_scale(metric)
+  datasets = list(dict.fromkeys(row["dataset"] for row in rows))
+  methods = _method_order(rows)
+  fig = Figure(figsize=(4.5 * max(len(datasets), 1), 3.6), layout="constrained")
+  FigureCanvasAgg(fig)
+  axes = fig.subplots(1, max(len(datasets), 1), squeeze=False)[0]
+  for ax, dataset in zip(axes, datasets):
+    for color_index, method in enumerate(methods):
+      points = sorted((row["shots"], row) for row in rows
+                      if row["dataset"] == dataset and row["method"] == method)
+      if not points:
+        continue
+      shots = [k for k, _ in points]
+      means = [row["mean"] * scale for _, row in points]
+      errors = [(row["half_width"] or 0.0) * scale for _, row in points]
+      ax.errorbar(shots, means, yerr=errors, marker="o", capsize=3, label=method,
+                  color=f"C{color_index % 10}")
+    all_shots = sorted({row["shots"] for row in rows if row["dataset"] == dataset})
+    if all_shots and all_shots[0] > 0:
+      ax.set_xscale("log")
+      ax.set_xticks(all_shots)
+      ax.xaxis.set_major_formatter(ScalarFormatter())
+      ax.xaxis.set_minor_formatter(NullFormatter())
+    ax.set_title(dataset)
+    ax.set_xlabel("shots per class")
+    ax.set_ylabel(_metric_label(metric))
+    ax.grid(True, alpha=0.3)
+    ax.legend(fontsize="small")
+  _ensure_parent(path)
+  fig.savefig(path, dpi=150)
+
+
+def write_report(records: Iterable[Record], out_prefix: str, command: str, title: str,
+                 baseline: str | None, metric: str = TABLE_METRIC) -> dict[str, str]:
+  """Write <out_prefix>.md, .csv and .png for a sweep; returns their paths by kind."""
+  rows = build_table(records, metric=metric, baseline=baseline)
+  paths = {"markdown": f"{out_prefix}.md", "csv": f"{out_prefix}.csv", "plot": f"{out_prefix}.png"}
+  _ensure_parent(paths["markdown"])
+  with open(paths["markdown"], "w") as f:
+    f.write(format_markdown(rows, metric, command, title))
+  write_csv(rows, paths["csv"])
+  plot_accuracy_vs_shots(rows, paths["plot"], metric)
+  return paths

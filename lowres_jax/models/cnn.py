@@ -8,7 +8,8 @@ import jax.numpy as jnp
 
 
 class SmallCNN(nn.Module):
-  """``depth`` conv blocks (conv-relu, conv-relu, 2x2 max-pool) doubling width, then a head."""
+  """``depth`` conv blocks (conv-relu, conv-relu, 2x2 max-pool) doubling width, a hidden
+  layer on the flattened features (``pre_logits``), then the head."""
   num_classes: int
   width: int = 32
   depth: int = 2
@@ -24,7 +25,7 @@ class SmallCNN(nn.Module):
       x = nn.relu(nn.Conv(features, (3, 3), name=f"conv{block}_b")(x))
       if min(x.shape[1:3]) >= 2:
         x = nn.max_pool(x, (2, 2), strides=(2, 2))
-    x = jnp.mean(x, axis=(1, 2))
+    x = x.reshape(x.shape[0], -1)  # Flatten: at 8x8 to 28x28, where a stroke is matters.
     pre_logits = nn.relu(nn.Dense(self.hidden, name="pre_logits")(x))
     logits = nn.Dense(self.num_classes, name="head")(pre_logits)
     return logits, {"pre_logits": pre_logits}

@@ -187,7 +187,7 @@ def _initial_state(model, optim_spec: optim.OptimSpec, plan: RunPlan, sample: np
   if pretrained is not None:
     params = transfer.merge_pretrained(params, pretrained, plan.reinit)
   tx = optim.build_optimizer(optim_spec, optim.placeholder_hparams(), params)
-  return TrainState(step=np.int32(0), params=params, opt_state=jax.device_get(tx.init(params)),
+  return TrainState(step=np.zeros((), np.int32), params=params, opt_state=jax.device_get(tx.init(params)),
                     rng=np.asarray(train_key))
 
 

@@ -1,0 +1,80 @@
+"""Models, augmentation and optimizer pieces on small real inputs."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from lowres_jax.data import augment
+from lowres_jax.models import build_model
+from lowres_jax.train import optim
+
+
+@pytest.mark.parametrize("name, kwargs", [
+    ("cnn", dict(width=4, depth=2, hidden=8)),
+    ("resnet", dict(width=4, stage_sizes=(1, 1), groups=2)),
+    ("vit", dict(patch_size=4, hidden=8, depth=1, num_heads=2, mlp_dim=16))])
+def test_models_return_logits_and_pre_logits(name, kwargs):
+  model = build_model(name, num_classes=3, **kwargs)
+  images = jax.random.normal(jax.random.PRNGKey(0), (2, 16, 16, 1))
+  params = model.init(jax.random.PRNGKey(1), images)["params"]
+  logits, out = model.apply({"params": params}, images)
+  assert logits.shape == (2, 3)
+  assert out["pre_logits"].ndim == 2 and out["pre_logits"].shape[0] == 2
+  assert "head" in params and params["head"]["kernel"].shape[-1] == 3
+
+
+def test_unknown_model_lists_known_ones():
+  with pytest.raises(ValueError, match="known: \\['cnn', 'resnet', 'vit'\\]"):
+    build_model("mlp", 3)
+
+
+def test_pad_crop_shifts_content_within_the_padding():
+  image = jnp.arange(16, dtype=jnp.float32).reshape(1, 4, 4, 1) + 1
+  images = jnp.repeat(image, 64, axis=0)
+  cropped = augment.random_pad_crop(jax.random.PRNGKey(0), images, pad=1)
+  assert cropped.shape == images.shape
+  # Every crop is the image shifted by at most one pixel, zeros filling the border.
+  shifts = set()
+  for crop in np.asarray(cropped):
+    for dy in (-1, 0, 1):
+      for dx in (-1, 0, 1):
+        padded = np.pad(np.asarray(image[0]), ((1, 1), (1, 1), (0, 0)))
+        if np.array_equal(crop, padded[1 + dy:5 + dy, 1 + dx:5 + dx]):
+          shifts.add((dy, dx))
+  assert len(shifts) > 3
+
+
+def test_flip_mirrors_about_half_of_the_images():
+  images = jnp.tile(jnp.arange(4.0).reshape(1, 1, 4, 1), (200, 2, 1, 1))
+  flipped = np.asarray(augment.random_flip(jax.random.PRNGKey(0), images, 0))
+  mirrored = (flipped[:, 0, 0, 0] == 3).mean()
+  assert 0.35 < mirrored < 0.65
+  assert set(flipped[:, 0, 0, 0]) == {0.0, 3.0}
+
+
+def test_unknown_augmentation_is_an_error():
+  with pytest.raises(ValueError, match="known: \\['crop', 'flip'\\]"):
+    augment.check_names(["crop", "rotate"])
+
+
+def test_frozen_params_do_not_move_and_decay_skips_biases():
+  params = {"body": {"kernel": jnp.ones((2, 2)), "bias": jnp.ones(2)},
+            "head": {"kernel": jnp.ones((2, 2)), "bias": jnp.ones(2)}}
+  spec = optim.OptimSpec("sgd", momentum=0.0, warmup_steps=0, total_steps=10, grad_clip=0.0,
+                         freeze="^(?!head/)")
+  hparams = {"lr": jnp.float32(0.1), "weight_decay": jnp.float32(0.5)}
+  tx = optim.build_optimizer(spec, hparams, params)
+  grads = jax.tree.map(jnp.ones_like, params)
+  updates, _ = tx.update(grads, tx.init(params), params)
+  assert all((u == 0).all() for u in jax.tree.leaves(updates["body"]))
+  # Step 0 of warm-up-free cosine: lr = 0.1. Kernel: -(g + wd * w) * lr; bias: -g * lr.
+  np.testing.assert_allclose(updates["head"]["kernel"], -0.1 * (1 + 0.5), rtol=1e-6)
+  np.testing.assert_allclose(updates["head"]["bias"], -0.1, rtol=1e-6)
+  assert optim.count_trainable(params, spec.freeze) == 6
+
+
+def test_schedule_warms_up_then_decays_to_zero():
+  spec = optim.OptimSpec("sgd", 0.9, warmup_steps=10, total_steps=100, grad_clip=0.0, freeze="")
+  lr = optim.learning_rate_fn(spec, jnp.float32(0.2))
+  np.testing.assert_allclose([lr(0), lr(5), lr(10), lr(100)], [0.0, 0.1, 0.2, 0.0], atol=1e-6)

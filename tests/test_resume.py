@@ -1,0 +1,54 @@
+"""A run killed with SIGKILL and restarted ends exactly like an uninterrupted one."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import numpy as np
+
+from conftest import REPO, cli_flags, cpu_env, run_main
+from lowres_jax.train.loop import TIMING_PREFIX
+
+ARGS = ["--config=configs/default.py:tiny=1,init=scratch", "--config.train.duration=300 steps",
+        "--config.checkpoint_every=20", "--config.eval.every=40"]
+
+
+def checkpoint_steps(workdir) -> list[int]:
+  directory = workdir / "checkpoints"
+  if not directory.exists():
+    return []
+  return sorted(int(d.name) for d in directory.iterdir() if d.name.isdigit())
+
+
+def without_timing(summary: dict) -> dict:
+  return {k: v for k, v in summary.items() if not k.startswith(TIMING_PREFIX)}
+
+
+def test_sigkilled_run_resumes_to_the_uninterrupted_result(tmp_path, data_dir):
+  flags = [*ARGS, *cli_flags(data_dir, str(tmp_path / "cache"))]
+  reference = run_main([*flags, f"--workdir={tmp_path / 'reference'}"])
+  assert reference.returncode == 0, reference.stderr[-2000:]
+
+  workdir = tmp_path / "killed"
+  process = subprocess.Popen(
+      [sys.executable, "-m", "lowres_jax.main", *flags, f"--workdir={workdir}"], cwd=REPO,
+      env=cpu_env(1), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+  deadline = time.time() + 240
+  while not any(s >= 40 for s in checkpoint_steps(workdir)) and time.time() < deadline:
+    time.sleep(0.02)
+  os.kill(process.pid, signal.SIGKILL)
+  process.wait()
+  assert not (workdir / "summary.json").exists(), "the run finished before it could be killed"
+  assert checkpoint_steps(workdir), "no checkpoint was written before the kill"
+
+  resumed = run_main([*flags, f"--workdir={workdir}"])
+  assert resumed.returncode == 0, resumed.stderr[-2000:]
+  final = json.loads((workdir / "summary.json").read_text())
+  expected = json.loads((tmp_path / "reference" / "summary.json").read_text())
+  assert final["timing/resumed_from_step"] > 0
+  assert without_timing(final) == without_timing(expected)
+  with open(workdir / "metrics.jsonl") as f, open(tmp_path / "reference" / "metrics.jsonl") as g:
+    assert [json.loads(l) for l in f] == [json.loads(l) for l in g]

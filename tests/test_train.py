@@ -1,0 +1,108 @@
+"""End-to-end behaviour of one run: files, metrics, transfer, loud failures, compile reuse."""
+
+import json
+import os
+
+import numpy as np
+import pytest
+
+from conftest import tiny_config
+from lowres_jax.data import builders, sources
+from lowres_jax.train import loop, transfer
+from lowres_jax.train.compiled import CompileCache
+from lowres_jax.train.writer import read_jsonl
+
+
+def test_run_writes_its_workdir_and_learns(tmp_path, data_dir):
+  config = tiny_config(data_dir, str(tmp_path / "cache"))
+  config.train.duration = "60 steps"
+  config.optim.lr = 0.05
+  workdir = tmp_path / "run"
+  summary = loop.run(config, str(workdir), show_progress=False)
+  for name in ("config.json", "split.json", "metrics.jsonl", "summary.json"):
+    assert (workdir / name).exists(), name
+  assert any(f.startswith("events.out.tfevents") for f in os.listdir(workdir / "tensorboard"))
+  split = json.loads((workdir / "split.json").read_text())
+  assert split["num_train"] == 50 and split["num_val"] == 50
+  assert summary["test/num_examples"] == summary["num_test"] > 200
+  assert summary["test/accuracy"] > 0.5  # Chance is 0.2 on five classes.
+  assert len(summary["test/per_class_recall"]) == 5
+  records = read_jsonl(str(workdir / "metrics.jsonl"))
+  assert [r["step"] for r in records if "train/loss" in r] == [10, 20, 30, 40, 50, 60]
+  assert records[0]["train/loss"] > records[-2]["train/loss"]
+  assert any("val/accuracy" in r and r["step"] == 20 for r in records)
+
+
+def test_rerunning_a_finished_run_reads_its_summary(tmp_path, data_dir):
+  config = tiny_config(data_dir, str(tmp_path / "cache"))
+  first = loop.run(config, str(tmp_path / "run"), show_progress=False)
+  cache = CompileCache()
+  second = loop.run(config, str(tmp_path / "run"), cache=cache, show_progress=False)
+  assert second == json.loads(json.dumps(first))
+  assert cache.compiles == 0
+
+
+def test_nan_loss_stops_and_names_the_step(tmp_path, data_dir):
+  config = tiny_config(data_dir, str(tmp_path / "cache"))
+  config.optim.lr = 1e30
+  config.optim.warmup = 0.0
+  with pytest.raises(loop.NonFiniteLossError, match=r"at step \d+ of the run in"):
+    loop.run(config, str(tmp_path / "run"), show_progress=False)
+  assert not (tmp_path / "run" / "summary.json").exists()
+
+
+def test_changing_traced_hyperparameters_does_not_recompile(tmp_path, data_dir):
+  cache = CompileCache()
+  config = tiny_config(data_dir, str(tmp_path / "cache"))
+  loop.run(config, str(tmp_path / "a"), cache=cache, show_progress=False)
+  compiles = cache.compiles
+  config.optim.lr, config.optim.weight_decay, config.seed = 0.1, 0.0, 3
+  config.train.label_smoothing = 0.1
+  loop.run(config, str(tmp_path / "b"), cache=cache, show_progress=False)
+  assert cache.compiles == compiles
+  config.train.batch_size = 16  # A shape change must compile anew.
+  loop.run(config, str(tmp_path / "c"), cache=cache, show_progress=False)
+  assert cache.compiles > compiles
+
+
+def test_transfer_pretrains_once_then_reuses_the_cached_source(tmp_path, data_dir):
+  cache_dir = tmp_path / "cache"
+  config = tiny_config(data_dir, str(cache_dir), arg="tiny=1,init=source")
+  loop.run(config, str(tmp_path / "a"), show_progress=False)
+  (source_dir,) = [d for d in cache_dir.iterdir() if d.name.startswith("source-")]
+  source_summary = json.loads((source_dir / "summary.json").read_text())
+  assert source_summary["classes"] == [0, 1, 2, 3, 4]
+  stamp = (source_dir / "summary.json").stat().st_mtime_ns
+  config.seed = 1
+  summary = loop.run(config, str(tmp_path / "b"), show_progress=False)
+  assert (source_dir / "summary.json").stat().st_mtime_ns == stamp
+  assert summary["init"] == "source"
+
+
+def test_init_from_a_workdir_with_another_model_fails_with_a_diff(tmp_path, data_dir):
+  config = tiny_config(data_dir, str(tmp_path / "cache"))
+  loop.run(config, str(tmp_path / "pretrained"), show_progress=False)
+  config.model.width = 4
+  config.init = str(tmp_path / "pretrained")
+  with pytest.raises(transfer.TransferError, match=r"conv0_a/kernel: checkpoint \(3, 3, 1, 8\) vs model \(3, 3, 1, 4\)"):
+    loop.run(config, str(tmp_path / "run"), show_progress=False)
+
+
+def test_merge_pretrained_keeps_reinit_params_and_loads_the_rest():
+  fresh = {"body": {"w": np.zeros((2, 2))}, "head": {"w": np.zeros((2, 3))}}
+  loaded = {"body": {"w": np.ones((2, 2))}, "head": {"w": np.ones((2, 7))}}
+  merged = transfer.merge_pretrained(fresh, loaded, "^head/")
+  assert (merged["body"]["w"] == 1).all() and (merged["head"]["w"] == 0).all()
+  with pytest.raises(transfer.TransferError, match=r"missing from checkpoint: \['extra/b'\]"):
+    transfer.merge_pretrained({**fresh, "extra": {"b": np.zeros(1)}}, loaded, "^head/")
+
+
+def test_missing_fashion_mnist_files_name_the_install_command(tmp_path, monkeypatch):
+  monkeypatch.setenv(builders.FASHION_MNIST_DIR_ENV, str(tmp_path / "empty"))
+  with pytest.raises(builders.DatasetMissingError, match="apt-get install dataset-fashion-mnist"):
+    sources.load_split("fashion_mnist", "train", str(tmp_path / "tfds"))
+
+
+def test_unknown_dataset_lists_the_offline_ones(tmp_path):
+  with pytest.raises(sources.DatasetError, match="digits, fashion_mnist"):
+    sources.load_split("no_such_dataset_xyz", "train", str(tmp_path))
