@@ -354,3 +354,20 @@ def write_report(records: Iterable[Record], out_prefix: str, command: str, title
   write_csv(rows, paths["csv"])
   plot_accuracy_vs_shots(rows, paths["plot"], metric)
   return paths
+
+
+def _cli() -> None:
+  """python -m lowres_jax.report SWEEP_DIR [OUT_PREFIX]"""
+  import shlex
+  import sys
+
+  from lowres_jax.sweep import write_sweep_report
+  if len(sys.argv) not in (2, 3):
+    sys.exit("usage: python -m lowres_jax.report SWEEP_DIR [OUT_PREFIX]")
+  command = " ".join(shlex.quote(a) for a in ["python", "-m", "lowres_jax.report", *sys.argv[1:]])
+  paths = write_sweep_report(sys.argv[1], sys.argv[2] if len(sys.argv) == 3 else None, command)
+  print("report: " + ", ".join(paths.values()))
+
+
+if __name__ == "__main__":
+  _cli()

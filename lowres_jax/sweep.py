@@ -1,0 +1,277 @@
+"""A whole ablation grid in one process: compile once per shape, vmap seeds, write the table.
+
+  python -m lowres_jax.sweep --config=configs/ablations/transfer_basics.py --workdir=DIR
+  python -m lowres_jax.sweep --config=... --workdir=DIR --list         # one main command a run
+  python -m lowres_jax.sweep --config=... --workdir=DIR --shard=0/4    # this machine's share
+
+An ablation config defines ``get_config()`` (the base run) and ``get_sweep()`` (the runs, as
+override dicts built with ``product``/``zip_axes``/``axis``), and may set ``TUNED`` (override
+keys that form each method's tuning grid; the report selects them on validation accuracy),
+``BASELINE`` (the method the others are compared with) and ``TITLE``.
+
+Runs whose static plans agree (they differ only in seed, method label and traced
+hyperparameters) form a group that trains stacked under ``jax.vmap`` with one compiled step.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import importlib.util
+import itertools
+import json
+import os
+import re
+import shlex
+import sys
+import time
+from types import ModuleType
+from typing import Any, Iterable, Sequence
+
+import ml_collections
+
+from lowres_jax.config import ConfigError, apply_overrides
+
+Overrides = dict[str, Any]
+SWEEP_FILE = "sweep.json"
+
+
+def axis(key: str, values: Iterable[Any]) -> list[Overrides]:
+  """One override key taking each of ``values``."""
+  return [{key: v} for v in values]
+
+
+def product(*axes: Sequence[Overrides]) -> list[Overrides]:
+  """Every combination of one entry per axis, merged (later axes win on shared keys)."""
+  return [_merge(combo) for combo in itertools.product(*axes)]
+
+
+def zip_axes(*axes: Sequence[Overrides]) -> list[Overrides]:
+  """Entries taken together position by position; the axes must have equal lengths."""
+  lengths = {len(a) for a in axes}
+  if len(lengths) > 1:
+    raise ConfigError(f"zip_axes needs axes of equal length, got {sorted(lengths)}")
+  return [_merge(combo) for combo in zip(*axes)]
+
+
+def _merge(parts: Iterable[Overrides]) -> Overrides:
+  merged: Overrides = {}
+  for part in parts:
+    merged.update(part)
+  return merged
+
+
+@dataclasses.dataclass(frozen=True)
+class SweepRun:
+  name: str
+  overrides: Overrides
+  config: ml_collections.ConfigDict
+
+
+def load_ablation(path: str) -> ModuleType:
+  if not os.path.exists(path):
+    raise ConfigError(f"ablation config {path} does not exist")
+  spec = importlib.util.spec_from_file_location(os.path.splitext(os.path.basename(path))[0], path)
+  module = importlib.util.module_from_spec(spec)
+  spec.loader.exec_module(module)
+  for name in ("get_config", "get_sweep"):
+    if not hasattr(module, name):
+      raise ConfigError(f"{path} defines no {name}(); an ablation config needs get_config() "
+                        "and get_sweep()")
+  return module
+
+
+def expand(module: ModuleType) -> list[SweepRun]:
+  """The sweep's runs with their names and full configs; bad overrides fail here, up front."""
+  base = module.get_config()
+  overrides = module.get_sweep()
+  names = run_names(overrides, getattr(module, "NAME_KEYS", None))
+  if len(set(names)) != len(names):
+    duplicates = sorted({n for n in names if names.count(n) > 1})
+    raise ConfigError(f"get_sweep() lists the same run twice: {duplicates[:3]}")
+  return [SweepRun(n, o, apply_overrides(base, o)) for n, o in zip(names, overrides)]
+
+
+def run_names(overrides: Sequence[Overrides], name_keys: Sequence[str] | None = None) -> list[str]:
+  """Run names such as 'data.name=digits,method=finetune,shots=5,seed=0'.
+
+  With ``name_keys`` the name uses those keys; otherwise it uses, in key order (seed last), each
+  varying key that tells apart runs the keys before it do not (so a dataset axis that sets
+  five keys together names runs once, not five times).
+  """
+  keys = sorted({k for o in overrides for k in o}, key=_key_order)
+  if name_keys is None:
+    name_keys, distinct = [], 1
+    for key in keys:
+      names = {tuple(_value_text(o.get(k)) for k in (*name_keys, key)) for o in overrides}
+      if len(names) > distinct:
+        name_keys.append(key)
+        distinct = len(names)
+  varying = [k for k in name_keys if len({_value_text(o.get(k)) for o in overrides}) > 1]
+  short = {k: k.rsplit(".", 1)[-1] for k in varying}
+  if len(set(short.values())) < len(short):  # Ambiguous short names: use the full keys.
+    short = {k: k for k in varying}
+  return [",".join(f"{short[k]}={_value_text(o.get(k))}" for k in varying) or "run"
+          for o in overrides]
+
+
+def _key_order(key: str) -> tuple[int, str]:
+  # Seeds last so a listing reads naturally: method, shots, lr, ..., seed.
+  return (1 if key.rsplit(".", 1)[-1] == "seed" else 0, key)
+
+
+def _value_text(value: Any) -> str:
+  if isinstance(value, (list, tuple)):
+    value = "-".join(map(str, value))
+  return re.sub(r"[^A-Za-z0-9._+-]", "_", str(value))
+
+
+def group_runs(runs: Sequence[SweepRun], use_vmap: bool) -> list[list[SweepRun]]:
+  """Groups of runs that can train stacked (one per run when ``use_vmap`` is off)."""
+  from lowres_jax.train.plan import read_plan
+  if not use_vmap:
+    return [[r] for r in runs]
+  groups: dict[Any, list[SweepRun]] = {}
+  for run in runs:
+    groups.setdefault(read_plan(run.config).static_part(), []).append(run)
+  return list(groups.values())
+
+
+def shard(groups: Sequence[list[SweepRun]], index: int, count: int) -> list[list[SweepRun]]:
+  """Every ``count``-th group from ``index``: whole groups, so vmapping survives sharding."""
+  if not 0 <= index < count:
+    raise ConfigError(f"--shard={index}/{count}: need 0 <= i < n")
+  return [g for i, g in enumerate(groups) if i % count == index]
+
+
+def main_command(config_path: str, workdir: str, run: SweepRun) -> str:
+  """The ``lowres_jax.main`` command that runs one sweep run on its own."""
+  parts = ["python", "-m", "lowres_jax.main",
+           f"--config={config_path}", f"--workdir={os.path.join(workdir, run.name)}"]
+  for key, value in run.overrides.items():
+    if isinstance(value, (list, tuple)):
+      value = "(" + ",".join(map(repr, value)) + ("," if len(value) == 1 else "") + ")"
+    parts.append(f"--config.{key}={value}")
+  return " ".join(shlex.quote(p) for p in parts)
+
+
+def run_sweep(module: ModuleType, config_path: str, workdir: str, use_vmap: bool = True,
+              shard_spec: tuple[int, int] = (0, 1), show_progress: bool = True,
+              command: str = "") -> dict:
+  """Trains every unfinished run of this shard; writes the sweep file and the report."""
+  from lowres_jax.train import loop
+  from lowres_jax.train.compiled import CompileCache
+  start = time.perf_counter()
+  runs = expand(module)
+  groups = shard(group_runs(runs, use_vmap), *shard_spec)
+  cache = CompileCache()
+  trained = skipped = 0
+  for group in groups:
+    workdirs = [os.path.join(workdir, r.name) for r in group]
+    unfinished = [loop.read_summary(w) is None for w in workdirs]
+    trained += sum(unfinished)
+    skipped += len(group) - sum(unfinished)
+    loop.train_group([r.config for r in group], workdirs, cache, show_progress)
+  record = {
+      "command": command,
+      "config": config_path,
+      "vmap": use_vmap,
+      "shard": f"{shard_spec[0]}/{shard_spec[1]}",
+      "runs_in_sweep": len(runs),
+      "runs_in_shard": sum(len(g) for g in groups),
+      "groups": len(groups),
+      "runs_trained": trained,
+      "runs_skipped_finished": skipped,
+      "compilations": cache.compiles,
+      "compile_s": cache.compile_seconds,
+      "wall_s": time.perf_counter() - start,
+      "tuned": list(getattr(module, "TUNED", ())),
+      "baseline": getattr(module, "BASELINE", None),
+      "title": getattr(module, "TITLE", os.path.basename(config_path)),
+      "runs": [{"name": r.name, "overrides": r.overrides} for r in runs],
+  }
+  os.makedirs(workdir, exist_ok=True)
+  name = SWEEP_FILE if shard_spec[1] == 1 else f"sweep-shard{shard_spec[0]}of{shard_spec[1]}.json"
+  with open(os.path.join(workdir, name), "w") as f:
+    json.dump(record, f, indent=1, default=str)
+  return record
+
+
+def collect_records(workdir: str) -> tuple[dict, list[dict]]:
+  """The sweep file and one report record per finished run (missing runs are left out)."""
+  from lowres_jax.train.loop import read_summary
+  candidates = [SWEEP_FILE] + sorted(f for f in os.listdir(workdir) if f.startswith("sweep-shard"))
+  path = next((os.path.join(workdir, f) for f in candidates
+               if os.path.exists(os.path.join(workdir, f))), None)
+  if path is None:
+    raise FileNotFoundError(f"{workdir} holds no {SWEEP_FILE}; run lowres_jax.sweep into it first")
+  with open(path) as f:
+    sweep = json.load(f)
+  records = []
+  for run in sweep["runs"]:
+    summary = read_summary(os.path.join(workdir, run["name"]))
+    if summary is None:
+      continue
+    setting = ",".join(f"{k}={run['overrides'][k]}" for k in sweep["tuned"]
+                       if k in run["overrides"])
+    records.append({**summary, "setting": setting, "run": run["name"]})
+  return sweep, records
+
+
+def write_sweep_report(workdir: str, out_prefix: str | None = None, command: str = "") -> dict:
+  """Writes the table, CSV and plot of a sweep directory (to ``out_prefix`` or DIR/report)."""
+  from lowres_jax import report
+  sweep, records = collect_records(workdir)
+  if not records:
+    raise FileNotFoundError(f"no finished runs in {workdir} to report")
+  return report.write_report(records, out_prefix or os.path.join(workdir, "report"),
+                             command=command or sweep.get("command", ""), title=sweep["title"],
+                             baseline=sweep.get("baseline"))
+
+
+def _parse_shard(text: str) -> tuple[int, int]:
+  match = re.fullmatch(r"(\d+)/(\d+)", text)
+  if not match:
+    raise ConfigError(f"--shard={text}: write it as i/n, e.g. 0/4")
+  return int(match.group(1)), int(match.group(2))
+
+
+def _cli(argv: list[str]) -> None:
+  from absl import flags
+  config_path, workdir = flags.FLAGS.config, flags.FLAGS.workdir
+  module = load_ablation(config_path)
+  if flags.FLAGS.list:
+    groups = shard(group_runs(expand(module), flags.FLAGS.vmap), *_parse_shard(flags.FLAGS.shard))
+    for group in groups:
+      for run in group:
+        print(main_command(config_path, workdir, run))
+    return
+  del argv  # absl strips the flags; the record wants the command as typed.
+  command = " ".join(shlex.quote(a) for a in ["python", "-m", "lowres_jax.sweep", *sys.argv[1:]])
+  record = run_sweep(module, config_path, workdir, flags.FLAGS.vmap,
+                     _parse_shard(flags.FLAGS.shard), flags.FLAGS.progress, command)
+  print(f"sweep: {record['runs_trained']} runs trained, {record['runs_skipped_finished']} "
+        f"skipped (finished), {record['compilations']} compilations, "
+        f"{record['wall_s']:.1f} s -> {os.path.join(workdir, SWEEP_FILE)}")
+  if record["shard"] == "0/1":
+    paths = write_sweep_report(workdir, flags.FLAGS.results or None, command)
+    print("report: " + ", ".join(paths.values()))
+
+
+def run_cli() -> None:
+  from absl import app, flags, logging
+  from lowres_jax import errors
+  flags.DEFINE_string("config", None, "Ablation config (get_config + get_sweep).", required=True)
+  flags.DEFINE_string("workdir", None, "Sweep directory; each run gets a subfolder.",
+                      required=True)
+  flags.DEFINE_bool("list", False, "Print one lowres_jax.main command per run and exit.")
+  flags.DEFINE_string("shard", "0/1", "Run only the i-th of n shares of the groups: i/n.")
+  flags.DEFINE_bool("vmap", True, "Train runs of equal shapes stacked under jax.vmap.")
+  flags.DEFINE_bool("progress", True, "Show progress bars / lines.")
+  flags.DEFINE_string("results", None, "Also write the report to this prefix (e.g. "
+                      "results/transfer_basics -> .md, .csv, .png).")
+  logging.set_verbosity(logging.WARNING)
+  errors.run_with_clear_errors(lambda: app.run(_cli))
+
+
+if __name__ == "__main__":
+  run_cli()
