@@ -109,6 +109,9 @@ def select_settings(records: Iterable[Record],
   biased by tuning on the test set. A ``test/`` metric is therefore refused.
   Ties go to the lexicographically first setting, so the choice is deterministic
   and independent of record order. Each setting is scored on the seeds it has.
+  A setting with any diverged seed (NaN loss) is not eligible: a rate that only
+  works for lucky seeds is not a rate one can recommend. A cell whose every
+  setting diverged has no selection and no row.
   """
   if selection_metric.startswith("test/"):
     raise ValueError(f"hyperparameters must not be selected on a test metric: {selection_metric!r}")
@@ -117,11 +120,19 @@ def select_settings(records: Iterable[Record],
     best_setting, best_mean = None, -math.inf
     for setting in sorted(by_setting):  # Strict '>' keeps the first of equal means.
       runs = by_setting[setting]
+      if any(is_diverged(run) for run in runs):
+        continue
       mean = sum(_metric_value(run, selection_metric) for run in runs) / len(runs)
       if best_setting is None or mean > best_mean:
         best_setting, best_mean = setting, mean
-    selected[cell] = best_setting
+    if best_setting is not None:
+      selected[cell] = best_setting
   return selected
+
+
+def is_diverged(record: Record) -> bool:
+  """Whether the run stopped improving on a NaN/inf loss (it then has no metrics)."""
+  return record.get("diverged_at_step") is not None
 
 
 def selected_records(records: Iterable[Record],
@@ -129,7 +140,7 @@ def selected_records(records: Iterable[Record],
   """The runs at each cell's selected setting (see ``select_settings``), in input order."""
   records = list(records)
   choice = select_settings(records, selection_metric)
-  return [record for record in records if str(record["setting"]) == choice[_cell(record)]]
+  return [record for record in records if str(record["setting"]) == choice.get(_cell(record))]
 
 
 def _values_by_seed(runs: Iterable[Record], metric: str) -> dict[Any, float]:
@@ -346,14 +357,26 @@ def plot_accuracy_vs_shots(rows: Sequence[dict], path: str, metric: str = TABLE_
 def write_report(records: Iterable[Record], out_prefix: str, command: str, title: str,
                  baseline: str | None, metric: str = TABLE_METRIC) -> dict[str, str]:
   """Write <out_prefix>.md, .csv and .png for a sweep; returns their paths by kind."""
+  records = list(records)
   rows = build_table(records, metric=metric, baseline=baseline)
   paths = {"markdown": f"{out_prefix}.md", "csv": f"{out_prefix}.csv", "plot": f"{out_prefix}.png"}
   _ensure_parent(paths["markdown"])
   with open(paths["markdown"], "w") as f:
     f.write(format_markdown(rows, metric, command, title))
+    f.write(_divergence_note(records))
   write_csv(rows, paths["csv"])
   plot_accuracy_vs_shots(rows, paths["plot"], metric)
   return paths
+
+
+def _divergence_note(records: Sequence[Record]) -> str:
+  diverged = [r for r in records if is_diverged(r)]
+  if not diverged:
+    return ""
+  lines = [f"\n{len(diverged)} of {len(records)} runs diverged (non-finite training loss) "
+           "and made their setting ineligible for selection:\n"]
+  lines += [f"- {r.get('run', _describe(r))} at step {r['diverged_at_step']}" for r in diverged]
+  return "\n".join(lines) + "\n"
 
 
 def _cli() -> None:

@@ -170,7 +170,8 @@ def run_sweep(module: ModuleType, config_path: str, workdir: str, use_vmap: bool
     unfinished = [loop.read_summary(w) is None for w in workdirs]
     trained += sum(unfinished)
     skipped += len(group) - sum(unfinished)
-    loop.train_group([r.config for r in group], workdirs, cache, show_progress)
+    loop.train_group([r.config for r in group], workdirs, cache, show_progress,
+                     stop_on_nonfinite=False)
   record = {
       "command": command,
       "config": config_path,

@@ -111,3 +111,20 @@ def test_report_cli_writes_tables_from_a_sweep_dir(tmp_path, ablation, monkeypat
   assert "python -m lowres_jax.report" in markdown
   assert "| scratch |" in markdown and "| finetune |" in markdown and "Δ" in markdown
   assert (tmp_path / "out" / "table.png").stat().st_size > 1000
+
+
+def test_a_diverging_setting_is_recorded_and_not_selected(tmp_path, ablation, monkeypatch):
+  monkeypatch.setattr(ablation, "get_sweep", lambda: sweep.product(
+      [{"method": "scratch", "init": "", "optim.warmup": 0.0}],
+      sweep.axis("optim.lr", (0.02, 1e30)), sweep.axis("seed", range(2))))
+  record = sweep.run_sweep(ablation, TINY_SWEEP, str(tmp_path / "sweep"), show_progress=False)
+  assert record["runs_trained"] == 4 and record["groups"] == 1
+  _, records = sweep.collect_records(str(tmp_path / "sweep"))
+  by_lr = {}
+  for r in records:
+    by_lr.setdefault(r["hparams"]["lr"], []).append(r)
+  assert all(r["diverged_at_step"] is not None and "test/accuracy" not in r
+             for r in by_lr[1e30])
+  assert all(r["diverged_at_step"] is None and np.isfinite(r["test/loss"]) for r in by_lr[0.02])
+  from lowres_jax import report
+  assert set(report.select_settings(records).values()) == {"optim.lr=0.02"}

@@ -45,7 +45,10 @@ class NonFiniteLossError(FloatingPointError):
 
 def run(config: ml_collections.ConfigDict, workdir: str, cache: CompileCache | None = None,
         show_progress: bool = True) -> dict:
-  """Trains and evaluates one run into ``workdir``; returns its summary."""
+  """Trains and evaluates one run into ``workdir``; returns its summary.
+
+  A NaN or infinite loss stops the run with ``NonFiniteLossError`` naming the step.
+  """
   return train_group([config], [workdir], cache, show_progress)[0]
 
 
@@ -58,8 +61,14 @@ def read_summary(workdir: str) -> dict | None:
 
 
 def train_group(configs: Sequence[ml_collections.ConfigDict], workdirs: Sequence[str],
-                cache: CompileCache | None = None, show_progress: bool = True) -> list[dict]:
-  """Trains runs that share a static plan together; finished runs are read back, not rerun."""
+                cache: CompileCache | None = None, show_progress: bool = True,
+                stop_on_nonfinite: bool = True) -> list[dict]:
+  """Trains runs that share a static plan together; finished runs are read back, not rerun.
+
+  With ``stop_on_nonfinite`` off (a sweep's choice: one diverging learning rate must not end
+  the grid), a run whose loss turns NaN/inf is finished with ``diverged_at_step`` set and no
+  metrics, while the other runs of its group train on unaffected.
+  """
   plans = [read_plan(c) for c in configs]
   if len({p.static_part() for p in plans}) != 1:
     raise ValueError("runs in a group must differ only in seed, method label and traced "
@@ -69,14 +78,15 @@ def train_group(configs: Sequence[ml_collections.ConfigDict], workdirs: Sequence
   if todo:
     cache = cache if cache is not None else CompileCache()
     trained = _train_unfinished([configs[i] for i in todo], [plans[i] for i in todo],
-                                [workdirs[i] for i in todo], cache, show_progress)
+                                [workdirs[i] for i in todo], cache, show_progress,
+                                stop_on_nonfinite)
     for i, summary in zip(todo, trained):
       summaries[i] = summary
   return summaries
 
 
 def _train_unfinished(configs, plans: list[RunPlan], workdirs: list[str], cache: CompileCache,
-                      show_progress: bool) -> list[dict]:
+                      show_progress: bool, stop_on_nonfinite: bool) -> list[dict]:
   start_time = time.perf_counter()
   compile_seconds_before = cache.compile_seconds
   plan = plans[0]
@@ -122,6 +132,7 @@ def _train_unfinished(configs, plans: list[RunPlan], workdirs: list[str], cache:
   managers = [checkpoint.make_manager(w, plan.keep_checkpoints) for w in workdirs]
 
   train_seconds, step = 0.0, start_step
+  diverged: dict[int, int] = {}  # Run index -> first step with a non-finite loss.
   while step < total_steps:
     chunk = min(plan.log_every, total_steps - step)
     per_call = min(step_lib.steps_per_call(plan.log_every), chunk)
@@ -136,12 +147,12 @@ def _train_unfinished(configs, plans: list[RunPlan], workdirs: list[str], cache:
       outputs.append(call_metrics)
     chunk_metrics = jax.tree.map(lambda *m: np.concatenate(m, axis=1), *parallel.fetch(outputs))
     train_seconds += time.perf_counter() - chunk_start
-    _check_finite(chunk_metrics["loss"], step, workdirs)
+    _record_nonfinite(chunk_metrics["loss"], step, workdirs, diverged, stop_on_nonfinite)
     step += chunk
     for i, writer in enumerate(writers):
       writer.write(step, {"train/loss": float(np.mean(chunk_metrics["loss"][i])),
                           "train/learning_rate": float(chunk_metrics["lr"][i, -1])})
-    progress.update(step, float(np.mean(chunk_metrics["loss"][:, -1])))
+    progress.update(step, float(np.nanmean(chunk_metrics["loss"][:, -1])))
     if plan.eval_every and step % plan.eval_every == 0 and step < total_steps:
       _log_validation(evaluator, stacked_state.params, vals, num_classes, step, writers)
     if step == total_steps or (plan.checkpoint_every and step % plan.checkpoint_every == 0):
@@ -149,8 +160,11 @@ def _train_unfinished(configs, plans: list[RunPlan], workdirs: list[str], cache:
   progress.close()
 
   final = _final_metrics(evaluator, stacked_state.params, vals, test, num_classes)
+  for i in diverged:
+    final[i] = {}  # A diverged model's predictions are meaningless; report none.
   for i, writer in enumerate(writers):
-    writer.write(total_steps, final[i])
+    if final[i]:
+      writer.write(total_steps, final[i])
     writer.close()
   wall_seconds = time.perf_counter() - start_time
   trained_steps = total_steps - start_step
@@ -166,6 +180,7 @@ def _train_unfinished(configs, plans: list[RunPlan], workdirs: list[str], cache:
   summaries = []
   for i, (p, manifest, workdir) in enumerate(zip(plans, manifests, workdirs)):
     summary = _summary(p, manifest, model, total_steps, len(test), final[i], timing)
+    summary["diverged_at_step"] = diverged.get(i)
     if parallel.is_main_process():
       _write_json(os.path.join(workdir, SUMMARY_FILE), summary)
     summaries.append(summary)
@@ -240,14 +255,19 @@ def _save_all(managers, stacked_state, step: int) -> None:
     checkpoint.save(manager, step, flax.serialization.to_state_dict(unstack(host_state, i)))
 
 
-def _check_finite(losses: np.ndarray, first_step: int, workdirs: Sequence[str]) -> None:
-  bad = ~np.isfinite(losses)
-  if bad.any():
-    run, offset = map(int, np.argwhere(bad)[0])
-    raise NonFiniteLossError(
-        f"train/loss is {losses[run, offset]} at step {first_step + offset + 1} of the run in "
-        f"{workdirs[run]}. Lower config.optim.lr, or set config.optim.grad_clip; the last "
-        "checkpoint before this step is kept.")
+def _record_nonfinite(losses: np.ndarray, first_step: int, workdirs: Sequence[str],
+                      diverged: dict[int, int], stop: bool) -> None:
+  """Notes each run's first non-finite loss; raises for it when ``stop``."""
+  for run, offset in np.argwhere(~np.isfinite(losses)):
+    run, step = int(run), first_step + int(offset) + 1
+    if stop:
+      raise NonFiniteLossError(
+          f"train/loss is {losses[run, offset]} at step {step} of the run in {workdirs[run]}. "
+          "Lower config.optim.lr, or set config.optim.grad_clip; the last checkpoint before "
+          "this step is kept.")
+    if run not in diverged:
+      diverged[run] = step
+      log.warning("run in %s diverged (non-finite loss) at step %d", workdirs[run], step)
 
 
 def _log_validation(evaluator, params, vals, num_classes, step, writers) -> None:
