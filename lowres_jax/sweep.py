@@ -229,6 +229,13 @@ def write_sweep_report(workdir: str, out_prefix: str | None = None, command: str
                              baseline=sweep.get("baseline"))
 
 
+def resolve_vmap(choice: str) -> bool:
+  if choice == "auto":
+    import jax
+    return jax.default_backend() != "cpu"
+  return choice == "true"
+
+
 def _parse_shard(text: str) -> tuple[int, int]:
   match = re.fullmatch(r"(\d+)/(\d+)", text)
   if not match:
@@ -241,14 +248,15 @@ def _cli(argv: list[str]) -> None:
   config_path, workdir = flags.FLAGS.config, flags.FLAGS.workdir
   module = load_ablation(config_path)
   if flags.FLAGS.list:
-    groups = shard(group_runs(expand(module), flags.FLAGS.vmap), *_parse_shard(flags.FLAGS.shard))
+    groups = shard(group_runs(expand(module), resolve_vmap(flags.FLAGS.vmap)),
+                   *_parse_shard(flags.FLAGS.shard))
     for group in groups:
       for run in group:
         print(main_command(config_path, workdir, run))
     return
   del argv  # absl strips the flags; the record wants the command as typed.
   command = " ".join(shlex.quote(a) for a in ["python", "-m", "lowres_jax.sweep", *sys.argv[1:]])
-  record = run_sweep(module, config_path, workdir, flags.FLAGS.vmap,
+  record = run_sweep(module, config_path, workdir, resolve_vmap(flags.FLAGS.vmap),
                      _parse_shard(flags.FLAGS.shard), flags.FLAGS.progress, command)
   print(f"sweep: {record['runs_trained']} runs trained, {record['runs_skipped_finished']} "
         f"skipped (finished), {record['compilations']} compilations, "
@@ -266,7 +274,10 @@ def run_cli() -> None:
                       required=True)
   flags.DEFINE_bool("list", False, "Print one lowres_jax.main command per run and exit.")
   flags.DEFINE_string("shard", "0/1", "Run only the i-th of n shares of the groups: i/n.")
-  flags.DEFINE_bool("vmap", True, "Train runs of equal shapes stacked under jax.vmap.")
+  flags.DEFINE_enum("vmap", "auto", ["auto", "true", "false"],
+                    "Train runs of equal shapes stacked under jax.vmap. 'auto': on GPU/TPU "
+                    "yes; on CPU no, where stacked convolutions run slower than the same "
+                    "runs one after another (results/bench_sweep.md measures both).")
   flags.DEFINE_bool("progress", True, "Show progress bars / lines.")
   flags.DEFINE_string("results", None, "Also write the report to this prefix (e.g. "
                       "results/transfer_basics -> .md, .csv, .png).")

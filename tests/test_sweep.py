@@ -128,3 +128,28 @@ def test_a_diverging_setting_is_recorded_and_not_selected(tmp_path, ablation, mo
   assert all(r["diverged_at_step"] is None and np.isfinite(r["test/loss"]) for r in by_lr[0.02])
   from lowres_jax import report
   assert set(report.select_settings(records).values()) == {"optim.lr=0.02"}
+
+
+def test_local_launcher_runs_shards_in_parallel_then_reports(tmp_path, data_dir):
+  env = cpu_env()
+  env.update(LOWRES_TEST_DATA_DIR=data_dir, LOWRES_TEST_CACHE_DIR=str(tmp_path / "cache"))
+  config = tmp_path / "two_groups.py"
+  config.write_text(
+      "import importlib.util\n"
+      f"spec = importlib.util.spec_from_file_location('tiny', {TINY_SWEEP!r})\n"
+      "tiny = importlib.util.module_from_spec(spec); spec.loader.exec_module(tiny)\n"
+      "from lowres_jax.sweep import axis, product\n"
+      "get_config, TITLE, BASELINE = tiny.get_config, 'two groups', 'scratch'\n"
+      "def get_sweep():\n"
+      "  return product([{'method': 'scratch', 'init': ''}], axis('data.shots', (2, 3)),\n"
+      "                 axis('seed', range(2)))\n")
+  result = subprocess.run(["bash", "launch/local_shards.sh", str(config), str(tmp_path / "sweep"),
+                           "2", str(tmp_path / "report")], cwd=REPO, env=env,
+                          capture_output=True, text=True, timeout=300)
+  assert result.returncode == 0, result.stderr[-2000:]
+  shard_files = sorted(p.name for p in (tmp_path / "sweep").glob("sweep-shard*.json"))
+  assert shard_files == ["sweep-shard0of2.json", "sweep-shard1of2.json"]
+  trained = sum(json.loads((tmp_path / "sweep" / f).read_text())["runs_trained"]
+                for f in shard_files)
+  assert trained == 4
+  assert "| scratch |" in (tmp_path / "report.md").read_text()
