@@ -162,3 +162,15 @@ def apply_overrides(config: ml_collections.ConfigDict,
     with node.ignore_type():
       node[leaf] = value
   return config
+
+
+def load_module(path: str):
+  """Imports a Python file by path (config files are files, not an importable package)."""
+  import importlib.util
+  import os
+  if not os.path.exists(path):
+    raise ConfigError(f"config file {path} does not exist")
+  spec = importlib.util.spec_from_file_location(os.path.splitext(os.path.basename(path))[0], path)
+  module = importlib.util.module_from_spec(spec)
+  spec.loader.exec_module(module)
+  return module

@@ -16,7 +16,6 @@ hyperparameters) form a group that trains stacked under ``jax.vmap`` with one co
 from __future__ import annotations
 
 import dataclasses
-import importlib.util
 import itertools
 import json
 import os
@@ -29,7 +28,7 @@ from typing import Any, Iterable, Sequence
 
 import ml_collections
 
-from lowres_jax.config import ConfigError, apply_overrides
+from lowres_jax.config import ConfigError, apply_overrides, load_module
 
 Overrides = dict[str, Any]
 SWEEP_FILE = "sweep.json"
@@ -68,11 +67,7 @@ class SweepRun:
 
 
 def load_ablation(path: str) -> ModuleType:
-  if not os.path.exists(path):
-    raise ConfigError(f"ablation config {path} does not exist")
-  spec = importlib.util.spec_from_file_location(os.path.splitext(os.path.basename(path))[0], path)
-  module = importlib.util.module_from_spec(spec)
-  spec.loader.exec_module(module)
+  module = load_module(path)
   for name in ("get_config", "get_sweep"):
     if not hasattr(module, name):
       raise ConfigError(f"{path} defines no {name}(); an ablation config needs get_config() "

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import importlib.util
 import os
 import subprocess
 import sys
@@ -10,15 +9,10 @@ from pathlib import Path
 
 import pytest
 
+from lowres_jax.config import load_module
+
 REPO = Path(__file__).resolve().parents[1]
 DEFAULT_CONFIG = REPO / "configs" / "default.py"
-
-
-def load_config_module(path: Path):
-  spec = importlib.util.spec_from_file_location(path.stem, path)
-  module = importlib.util.module_from_spec(spec)
-  spec.loader.exec_module(module)
-  return module
 
 
 @pytest.fixture(scope="session")
@@ -32,7 +26,7 @@ def data_dir(tmp_path_factory) -> str:
 
 def tiny_config(data_dir: str, cache_dir: str, arg: str = "tiny=1,init=scratch"):
   """The default config shrunk to a seconds-long run, reading data from ``data_dir``."""
-  config = load_config_module(DEFAULT_CONFIG).get_config(arg)
+  config = load_module(str(DEFAULT_CONFIG)).get_config(arg)
   config.data.data_dir = data_dir
   config.cache_dir = cache_dir
   config.source.data.data_dir = data_dir

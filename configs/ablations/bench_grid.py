@@ -3,15 +3,14 @@
   python launch/bench_sweep.py    # times this grid as a bash loop and as one sweep
 """
 
-import importlib.util
 import os
 
+from lowres_jax.config import load_module
 from lowres_jax.sweep import axis, product
 
-_DEFAULT = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "default.py")
-_spec = importlib.util.spec_from_file_location("default_config", _DEFAULT)
-default_config = importlib.util.module_from_spec(_spec)
-_spec.loader.exec_module(default_config)
+_HERE = os.path.dirname(os.path.abspath(__file__))
+# The same base run as the transfer_basics tables (200 steps, final evaluation only).
+transfer_basics = load_module(os.path.join(_HERE, "transfer_basics.py"))
 
 TITLE = "Benchmark grid (digits transfer, default learning rates)"
 BASELINE = "scratch"
@@ -22,12 +21,7 @@ METHODS = [
 ]
 
 
-def get_config():
-  config = default_config.get_config()
-  config.train.duration = "200 steps"
-  config.eval.every = 0
-  config.checkpoint_every = 100
-  return config
+get_config = transfer_basics.get_config
 
 
 def get_sweep():

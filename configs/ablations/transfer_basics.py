@@ -10,15 +10,13 @@ split (10 examples per class); the table reports test accuracy at the selected r
 The committed results/transfer_basics.md is the output of exactly that command.
 """
 
-import importlib.util
 import os
 
+from lowres_jax.config import load_module
 from lowres_jax.sweep import axis, product
 
-_DEFAULT = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "default.py")
-_spec = importlib.util.spec_from_file_location("default_config", _DEFAULT)
-default_config = importlib.util.module_from_spec(_spec)
-_spec.loader.exec_module(default_config)
+_HERE = os.path.dirname(os.path.abspath(__file__))
+default_config = load_module(os.path.join(_HERE, "..", "default.py"))
 
 TITLE = "Transfer basics: from scratch vs linear probe vs fine-tuning (test accuracy)"
 BASELINE = "scratch"

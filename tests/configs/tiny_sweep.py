@@ -3,15 +3,13 @@
 The data dir and cache dir come from the environment so tests can point them at tmp paths.
 """
 
-import importlib.util
 import os
 
+from lowres_jax.config import load_module
 from lowres_jax.sweep import axis, product
 
-_DEFAULT = os.path.join(os.path.dirname(__file__), "..", "..", "configs", "default.py")
-_spec = importlib.util.spec_from_file_location("default_config", _DEFAULT)
-default_config = importlib.util.module_from_spec(_spec)
-_spec.loader.exec_module(default_config)
+_HERE = os.path.dirname(os.path.abspath(__file__))
+default_config = load_module(os.path.join(_HERE, "..", "..", "configs", "default.py"))
 
 TITLE = "tiny sweep"
 BASELINE = "scratch"
