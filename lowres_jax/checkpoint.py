@@ -29,6 +29,13 @@ def make_manager(workdir: str, keep: int = 2) -> ocp.CheckpointManager:
 
 
 def save(manager: ocp.CheckpointManager, step: int, state: Any) -> None:
+  """Saves ``state`` at ``step``, replacing a checkpoint already there.
+
+  A step can exist already when a group of runs was killed while saving its members one by
+  one: the group then resumes from the last step all members have and passes this one again.
+  """
+  if step in manager.all_steps():
+    manager.delete(step)
   manager.save(step, args=ocp.args.StandardSave(state), force=True)
   manager.wait_until_finished()
 

@@ -193,7 +193,12 @@ def run_sweep(module: ModuleType, config_path: str, workdir: str, use_vmap: bool
 
 
 def collect_records(workdir: str) -> tuple[dict, list[dict]]:
-  """The sweep file and one report record per finished run (missing runs are left out)."""
+  """The sweep file and one report record per finished run (missing runs are left out).
+
+  A record's ``setting`` names its tuned hyperparameters: the ablation's ``TUNED`` keys, or,
+  without them, every override key (bar the seed) that varies inside a (dataset, method,
+  shots) cell, so runs that differ in anything but the seed are never averaged together.
+  """
   from lowres_jax.train.loop import read_summary
   candidates = [SWEEP_FILE] + sorted(f for f in os.listdir(workdir) if f.startswith("sweep-shard"))
   path = next((os.path.join(workdir, f) for f in candidates
@@ -202,15 +207,27 @@ def collect_records(workdir: str) -> tuple[dict, list[dict]]:
     raise FileNotFoundError(f"{workdir} holds no {SWEEP_FILE}; run lowres_jax.sweep into it first")
   with open(path) as f:
     sweep = json.load(f)
-  records = []
+  finished = []
   for run in sweep["runs"]:
     summary = read_summary(os.path.join(workdir, run["name"]))
-    if summary is None:
-      continue
-    setting = ",".join(f"{k}={run['overrides'][k]}" for k in sweep["tuned"]
-                       if k in run["overrides"])
+    if summary is not None:
+      finished.append((run, summary))
+  cells: dict[tuple, list[dict]] = {}
+  for run, summary in finished:
+    cell = (summary["dataset"], summary["method"], summary["shots"])
+    cells.setdefault(cell, []).append(run["overrides"])
+  records = []
+  for run, summary in finished:
+    keys = sweep["tuned"] or _varying_keys(
+        cells[(summary["dataset"], summary["method"], summary["shots"])])
+    setting = ",".join(f"{k}={run['overrides'][k]}" for k in keys if k in run["overrides"])
     records.append({**summary, "setting": setting, "run": run["name"]})
   return sweep, records
+
+
+def _varying_keys(overrides: Sequence[Overrides]) -> list[str]:
+  keys = sorted({k for o in overrides for k in o if k != "seed"})
+  return [k for k in keys if len({repr(o.get(k)) for o in overrides}) > 1]
 
 
 def write_sweep_report(workdir: str, out_prefix: str | None = None, command: str = "") -> dict:

@@ -52,3 +52,45 @@ def test_sigkilled_run_resumes_to_the_uninterrupted_result(tmp_path, data_dir):
   assert without_timing(final) == without_timing(expected)
   with open(workdir / "metrics.jsonl") as f, open(tmp_path / "reference" / "metrics.jsonl") as g:
     assert [json.loads(l) for l in f] == [json.loads(l) for l in g]
+
+
+def test_sigkilled_vmapped_sweep_resumes_to_the_uninterrupted_result(tmp_path, data_dir):
+  from conftest import REPO as repo
+  from lowres_jax import sweep
+  config = tmp_path / "long_sweep.py"
+  config.write_text(
+      "import importlib.util\n"
+      f"spec = importlib.util.spec_from_file_location('tiny', {str(repo / 'tests' / 'configs' / 'tiny_sweep.py')!r})\n"
+      "tiny = importlib.util.module_from_spec(spec); spec.loader.exec_module(tiny)\n"
+      "from lowres_jax.sweep import axis, product\n"
+      "TITLE, BASELINE = 'long', None\n"
+      "def get_config():\n"
+      "  c = tiny.get_config()\n"
+      "  c.init, c.train.duration, c.checkpoint_every = '', '300 steps', 20\n"
+      "  return c\n"
+      "def get_sweep():\n"
+      "  return product(axis('optim.lr', (0.02, 0.05)), axis('seed', range(2)))\n")
+  env = cpu_env()
+  env.update(LOWRES_TEST_DATA_DIR=data_dir, LOWRES_TEST_CACHE_DIR=str(tmp_path / "cache"))
+
+  def command(workdir):
+    return [sys.executable, "-m", "lowres_jax.sweep", f"--config={config}",
+            f"--workdir={workdir}", "--vmap=true", "--progress=false"]
+
+  subprocess.run(command(tmp_path / "reference"), cwd=REPO, env=env, check=True,
+                 capture_output=True, timeout=300)
+  process = subprocess.Popen(command(tmp_path / "killed"), cwd=REPO, env=env,
+                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+  first_run = tmp_path / "killed" / "lr=0.02,seed=0"
+  deadline = time.time() + 240
+  while not any(s >= 40 for s in checkpoint_steps(first_run)) and time.time() < deadline:
+    time.sleep(0.02)
+  os.kill(process.pid, signal.SIGKILL)
+  process.wait()
+  assert not (first_run / "summary.json").exists(), "the sweep finished before the kill"
+  subprocess.run(command(tmp_path / "killed"), cwd=REPO, env=env, check=True,
+                 capture_output=True, timeout=300)
+  _, expected = sweep.collect_records(str(tmp_path / "reference"))
+  _, resumed = sweep.collect_records(str(tmp_path / "killed"))
+  assert len(resumed) == 4 and all(r["timing/resumed_from_step"] > 0 for r in resumed)
+  assert [without_timing(r) for r in resumed] == [without_timing(r) for r in expected]
