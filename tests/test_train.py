@@ -7,6 +7,7 @@ import numpy as np
 import pytest
 
 from conftest import tiny_config
+from lowres_jax.config import ConfigError
 from lowres_jax.data import builders, sources
 from lowres_jax.train import loop, transfer
 from lowres_jax.train.compiled import CompileCache
@@ -106,3 +107,11 @@ def test_missing_fashion_mnist_files_name_the_install_command(tmp_path, monkeypa
 def test_unknown_dataset_lists_the_offline_ones(tmp_path):
   with pytest.raises(sources.DatasetError, match="digits, fashion_mnist"):
     sources.load_split("no_such_dataset_xyz", "train", str(tmp_path))
+
+
+def test_a_workdir_of_another_config_is_refused(tmp_path, data_dir):
+  config = tiny_config(data_dir, str(tmp_path / "cache"))
+  loop.run(config, str(tmp_path / "run"), show_progress=False)
+  config.optim.lr = 0.5
+  with pytest.raises(ConfigError, match=r"different config \(differs in optim\.lr\)"):
+    loop.run(config, str(tmp_path / "run"), show_progress=False)

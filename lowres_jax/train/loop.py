@@ -22,7 +22,7 @@ import ml_collections
 import numpy as np
 
 from lowres_jax import checkpoint, parallel
-from lowres_jax.config import config_hash, duration_to_steps
+from lowres_jax.config import ConfigError, config_hash, duration_to_steps
 from lowres_jax.data import augment, fewshot, sources
 from lowres_jax.models import build_model
 from lowres_jax.train import optim, step as step_lib, transfer
@@ -73,6 +73,8 @@ def train_group(configs: Sequence[ml_collections.ConfigDict], workdirs: Sequence
   if len({p.static_part() for p in plans}) != 1:
     raise ValueError("runs in a group must differ only in seed, method label and traced "
                      "hyperparameters (optim.lr, optim.weight_decay, train.label_smoothing)")
+  for config, workdir in zip(configs, workdirs):
+    _check_same_config(config, workdir)
   summaries = [read_summary(w) for w in workdirs]
   todo = [i for i, s in enumerate(summaries) if s is None]
   if todo:
@@ -297,6 +299,33 @@ def _summary(plan: RunPlan, manifest, model, total_steps, num_test, final, timin
       "num_test": num_test, "train_sha256": fewshot.ids_sha256(manifest.train_ids),
       **final, **{TIMING_PREFIX + k: v for k, v in timing.items()},
   }
+
+
+def _check_same_config(config: ml_collections.ConfigDict, workdir: str) -> None:
+  """Refuses to resume or reuse a workdir whose run was started with another config."""
+  path = os.path.join(workdir, "config.json")
+  if not os.path.exists(path):
+    return
+  with open(path) as f:
+    saved = json.load(f)
+  current = json.loads(json.dumps(config.to_dict(), default=_json_default))
+  if saved != current:
+    flat_saved, flat_current = _flatten(saved), _flatten(current)
+    changed = sorted(k for k in flat_saved.keys() | flat_current.keys()
+                     if flat_saved.get(k) != flat_current.get(k))
+    raise ConfigError(
+        f"{workdir} holds a run started with a different config (differs in "
+        f"{', '.join(changed[:8])}). Use another --workdir, or delete that one to start over.")
+
+
+def _flatten(tree: dict, prefix: str = "") -> dict:
+  flat = {}
+  for key, value in tree.items():
+    if isinstance(value, dict) and value:
+      flat.update(_flatten(value, f"{prefix}{key}."))
+    else:
+      flat[prefix + key] = value
+  return flat
 
 
 def _write_run_files(config, manifest, workdir: str) -> None:
