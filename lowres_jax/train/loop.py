@@ -7,6 +7,7 @@ under ``jax.vmap``. A single run is a group of one, so ``main`` and ``sweep`` sh
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import json
 import logging
@@ -87,91 +88,78 @@ def train_group(configs: Sequence[ml_collections.ConfigDict], workdirs: Sequence
   return summaries
 
 
-def _train_unfinished(configs, plans: list[RunPlan], workdirs: list[str], cache: CompileCache,
-                      show_progress: bool, stop_on_nonfinite: bool) -> list[dict]:
-  start_time = time.perf_counter()
-  compile_seconds_before = cache.compile_seconds
+@dataclasses.dataclass(frozen=True)
+class _Task:
+  """What a group of runs trains on and with: data per run, shared test set, model, optimizer."""
+  manifests: list
+  trains: list[sources.LabelledArrays]
+  vals: list[sources.LabelledArrays]
+  test: sources.LabelledArrays
+  num_classes: int
+  total_steps: int
+  model: Any
+  optim_spec: optim.OptimSpec
+
+
+def _prepare_task(configs, plans: list[RunPlan], workdirs: list[str]) -> _Task:
+  """Draws each run's split (writing config.json and split.json) and builds the model."""
   plan = plans[0]
   augment.check_names(plan.augment)
-  mesh = parallel.make_mesh()
   parallel.check_divisible(plan.batch_size, "config.train.batch_size")
   parallel.check_divisible(plan.eval_batch_size, "config.eval.batch_size")
-
   pool = sources.load_split(plan.dataset, plan.train_split, plan.data_dir)
   test = fewshot.restrict_to_classes(
       sources.load_split(plan.dataset, plan.test_split, plan.data_dir), plan.classes)
   manifests = [fewshot.draw_manifest(pool, plan.dataset, plan.classes, plan.shots,
                                      plan.val_per_class, p.seed) for p in plans]
-  trains = [fewshot.select(pool, m.train_ids, plan.classes) for m in manifests]
-  vals = [fewshot.select(pool, m.val_ids, plan.classes) for m in manifests]
   for config, manifest, workdir in zip(configs, manifests, workdirs):
     _write_run_files(config, manifest, workdir)
+  trains = [fewshot.select(pool, m.train_ids, plan.classes) for m in manifests]
+  total_steps = duration_to_steps(plan.duration, len(trains[0]), plan.batch_size)
+  return _Task(
+      manifests=manifests, trains=trains,
+      vals=[fewshot.select(pool, m.val_ids, plan.classes) for m in manifests], test=test,
+      num_classes=len(plan.classes), total_steps=total_steps,
+      model=build_model(plan.model_name, len(plan.classes), **dict(plan.model_kwargs)),
+      optim_spec=optim.OptimSpec(
+          name=plan.optimizer, momentum=plan.momentum,
+          warmup_steps=int(plan.warmup * total_steps), total_steps=total_steps,
+          grad_clip=plan.grad_clip, freeze=plan.freeze))
 
-  num_classes = len(plan.classes)
-  num_train = len(trains[0])
-  total_steps = duration_to_steps(plan.duration, num_train, plan.batch_size)
-  model = build_model(plan.model_name, num_classes, **dict(plan.model_kwargs))
-  optim_spec = optim.OptimSpec(
-      name=plan.optimizer, momentum=plan.momentum, warmup_steps=int(plan.warmup * total_steps),
-      total_steps=total_steps, grad_clip=plan.grad_clip, freeze=plan.freeze)
 
+def _train_unfinished(configs, plans: list[RunPlan], workdirs: list[str], cache: CompileCache,
+                      show_progress: bool, stop_on_nonfinite: bool) -> list[dict]:
+  start_time = time.perf_counter()
+  compile_seconds_before = cache.compile_seconds
+  plan = plans[0]
+  mesh = parallel.make_mesh()
+  task = _prepare_task(configs, plans, workdirs)
   pretrained = _pretrained_params(plan, cache, show_progress)
-  initial = [_initial_state(model, optim_spec, p, trains[0].images[:1], pretrained)
-             for p in plans]
-  start_step, states = _restore_or_start(plans, workdirs, initial)
-  stacked_state = parallel.put_replicated(stack(states), mesh)
-  hparams = parallel.put_replicated(
-      stack([{k: np.float32(v) for k, v in p.hparams().items()} for p in plans]), mesh)
-  train_images = parallel.put_replicated(np.stack([t.images for t in trains]), mesh)
-  train_labels = parallel.put_replicated(np.stack([t.labels for t in trains]), mesh)
-
+  initial = [_initial_state(task.model, task.optim_spec, p, task.trains[0].images[:1],
+                            pretrained) for p in plans]
+  managers = [checkpoint.make_manager(w, plan.keep_checkpoints) for w in workdirs]
+  start_step, states = _restore_or_start(managers, initial)
   writers = ([MetricsWriter(w, start_step) for w in workdirs]
              if parallel.is_main_process() else [])
-  evaluator = Evaluator(model, plan.eval_batch_size, mesh, cache)
+  evaluator = Evaluator(task.model, plan.eval_batch_size, mesh, cache)
   label = workdirs[0] if len(workdirs) == 1 else f"{len(workdirs)} runs"
-  progress = Progress(total_steps, start_step, os.path.basename(label.rstrip("/")) or label,
+  progress = Progress(task.total_steps, start_step, os.path.basename(label.rstrip("/")) or label,
                       enabled=show_progress and parallel.is_main_process())
-  managers = [checkpoint.make_manager(w, plan.keep_checkpoints) for w in workdirs]
 
-  train_seconds, step = 0.0, start_step
-  diverged: dict[int, int] = {}  # Run index -> first step with a non-finite loss.
-  while step < total_steps:
-    chunk = min(plan.log_every, total_steps - step)
-    per_call = min(step_lib.steps_per_call(plan.log_every), chunk)
-    spec = step_lib.StepSpec(model, optim_spec, plan.batch_size, per_call, plan.augment,
-                             plan.crop_pad)
-    compiled = _compiled_chunk(spec, mesh, cache, stacked_state, hparams, train_images,
-                               train_labels)
-    chunk_start = time.perf_counter()
-    outputs = []
-    for _ in range(chunk // per_call):
-      stacked_state, call_metrics = compiled(stacked_state, hparams, train_images, train_labels)
-      outputs.append(call_metrics)
-    chunk_metrics = jax.tree.map(lambda *m: np.concatenate(m, axis=1), *parallel.fetch(outputs))
-    train_seconds += time.perf_counter() - chunk_start
-    _record_nonfinite(chunk_metrics["loss"], step, workdirs, diverged, stop_on_nonfinite)
-    step += chunk
-    for i, writer in enumerate(writers):
-      writer.write(step, {"train/loss": float(np.mean(chunk_metrics["loss"][i])),
-                          "train/learning_rate": float(chunk_metrics["lr"][i, -1])})
-    progress.update(step, float(np.nanmean(chunk_metrics["loss"][:, -1])))
-    if plan.eval_every and step % plan.eval_every == 0 and step < total_steps:
-      _log_validation(evaluator, stacked_state.params, vals, num_classes, step, writers)
-    if step == total_steps or (plan.checkpoint_every and step % plan.checkpoint_every == 0):
-      _save_all(managers, stacked_state, step)
-  progress.close()
+  state, train_seconds, diverged = _run_steps(
+      plans, task, parallel.put_replicated(stack(states), mesh), start_step, mesh, cache,
+      evaluator, writers, managers, progress, workdirs, stop_on_nonfinite)
 
-  final = _final_metrics(evaluator, stacked_state.params, vals, test, num_classes)
+  final = _final_metrics(evaluator, state.params, task.vals, task.test, task.num_classes)
   for i in diverged:
     final[i] = {}  # A diverged model's predictions are meaningless; report none.
   for i, writer in enumerate(writers):
     if final[i]:
-      writer.write(total_steps, final[i])
+      writer.write(task.total_steps, final[i])
     writer.close()
-  wall_seconds = time.perf_counter() - start_time
-  trained_steps = total_steps - start_step
+  trained_steps = task.total_steps - start_step
   timing = {
-      "wall_s": wall_seconds,
+      "wall_s": time.perf_counter() - start_time,
       "compile_s": cache.compile_seconds - compile_seconds_before,
       "train_s": train_seconds,
       "train_examples_per_s": (len(plans) * trained_steps * plan.batch_size / train_seconds
@@ -180,13 +168,55 @@ def _train_unfinished(configs, plans: list[RunPlan], workdirs: list[str], cache:
       "resumed_from_step": start_step,
   }
   summaries = []
-  for i, (p, manifest, workdir) in enumerate(zip(plans, manifests, workdirs)):
-    summary = _summary(p, manifest, model, total_steps, len(test), final[i], timing)
+  for i, (p, manifest, workdir) in enumerate(zip(plans, task.manifests, workdirs)):
+    summary = _summary(p, manifest, task.total_steps, len(task.test), final[i], timing)
     summary["diverged_at_step"] = diverged.get(i)
     if parallel.is_main_process():
       _write_json(os.path.join(workdir, SUMMARY_FILE), summary)
     summaries.append(summary)
   return summaries
+
+
+def _run_steps(plans: list[RunPlan], task: _Task, state, step: int, mesh, cache: CompileCache,
+               evaluator: Evaluator, writers, managers, progress: Progress,
+               workdirs: list[str], stop_on_nonfinite: bool):
+  """Trains the stacked state to the end, logging, evaluating and checkpointing on the way.
+
+  Returns the final state, the seconds spent in train steps, and {run index: first step with
+  a non-finite loss}.
+  """
+  plan = plans[0]
+  hparams = parallel.put_replicated(
+      stack([{k: np.float32(v) for k, v in p.hparams().items()} for p in plans]), mesh)
+  images = parallel.put_replicated(np.stack([t.images for t in task.trains]), mesh)
+  labels = parallel.put_replicated(np.stack([t.labels for t in task.trains]), mesh)
+  train_seconds = 0.0
+  diverged: dict[int, int] = {}
+  while step < task.total_steps:
+    chunk = min(plan.log_every, task.total_steps - step)
+    per_call = min(step_lib.steps_per_call(plan.log_every), chunk)
+    spec = step_lib.StepSpec(task.model, task.optim_spec, plan.batch_size, per_call,
+                             plan.augment, plan.crop_pad)
+    compiled = _compiled_chunk(spec, mesh, cache, state, hparams, images, labels)
+    chunk_start = time.perf_counter()
+    outputs = []
+    for _ in range(chunk // per_call):
+      state, call_metrics = compiled(state, hparams, images, labels)
+      outputs.append(call_metrics)
+    metrics = jax.tree.map(lambda *m: np.concatenate(m, axis=1), *parallel.fetch(outputs))
+    train_seconds += time.perf_counter() - chunk_start
+    _record_nonfinite(metrics["loss"], step, workdirs, diverged, stop_on_nonfinite)
+    step += chunk
+    for i, writer in enumerate(writers):
+      writer.write(step, {"train/loss": float(np.mean(metrics["loss"][i])),
+                          "train/learning_rate": float(metrics["lr"][i, -1])})
+    progress.update(step, float(np.nanmean(metrics["loss"][:, -1])))
+    if plan.eval_every and step % plan.eval_every == 0 and step < task.total_steps:
+      _log_validation(evaluator, state.params, task.vals, task.num_classes, step, writers)
+    if step == task.total_steps or (plan.checkpoint_every and step % plan.checkpoint_every == 0):
+      _save_all(managers, state, step)
+  progress.close()
+  return state, train_seconds, diverged
 
 
 def _compiled_chunk(spec, mesh, cache, *args):
@@ -233,10 +263,9 @@ def _ensure_source_trained(plan: RunPlan, cache: CompileCache, show_progress: bo
   return workdir
 
 
-def _restore_or_start(plans, workdirs, initial: list[TrainState]) -> tuple[int, list]:
+def _restore_or_start(managers, initial: list[TrainState]) -> tuple[int, list]:
   """Restores every run at the newest step all of them have, or starts them all afresh."""
   templates = [flax.serialization.to_state_dict(s) for s in initial]
-  managers = [checkpoint.make_manager(w, p.keep_checkpoints) for p, w in zip(plans, workdirs)]
   common = set.intersection(*[set(m.all_steps()) for m in managers])
   if not common:
     return 0, initial
@@ -247,7 +276,7 @@ def _restore_or_start(plans, workdirs, initial: list[TrainState]) -> tuple[int, 
     log.warning("runs restored at different steps %s; restarting the group from step 0", steps)
     return 0, initial
   step = steps.pop()
-  log.info("resuming %d run(s) from step %d", len(plans), step)
+  log.info("resuming %d run(s) from step %d", len(managers), step)
   return step, [flax.serialization.from_state_dict(s, r[1]) for s, r in zip(initial, restored)]
 
 
@@ -290,7 +319,7 @@ def _final_metrics(evaluator, params, vals, test, num_classes) -> list[dict]:
   return results
 
 
-def _summary(plan: RunPlan, manifest, model, total_steps, num_test, final, timing) -> dict:
+def _summary(plan: RunPlan, manifest, total_steps, num_test, final, timing) -> dict:
   return {
       "method": plan.method, "seed": plan.seed, "dataset": plan.dataset,
       "classes": list(plan.classes), "shots": plan.shots, "model": plan.model_name,
