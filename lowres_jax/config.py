@@ -112,11 +112,11 @@ def config_hash(config: ml_collections.ConfigDict | dict, length: int = 16) -> s
   return hashlib.sha256(blob).hexdigest()[:length]
 
 
-_DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(steps?|ep|epochs?|ex|examples?)\s*$")
+_DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(steps?|ep|epochs?|ex|examples?)?\s*$")
 
 
 def duration_to_steps(spec: int | str, num_train_examples: int, batch_size: int) -> int:
-  """Parses '300 steps', '30 epochs' (or '30ep') or '6400 examples' into a step count.
+  """Parses '300 steps' (or '300'), '30 epochs' ('30ep') or '6400 examples' into steps.
 
   Epochs are the natural unit at k-shot: "30 epochs over 50 examples" reads better than
   "47 steps". Fractions round up so a duration never trains for zero steps.
@@ -129,7 +129,7 @@ def duration_to_steps(spec: int | str, num_train_examples: int, batch_size: int)
       raise ConfigError(
           f"duration {spec!r} not understood; write e.g. '300 steps', '30 epochs' or "
           "'6400 examples'")
-    amount, unit = float(match.group(1)), match.group(2)
+    amount, unit = float(match.group(1)), match.group(2) or "steps"  # A bare number: steps.
     if unit.startswith("step"):
       examples = amount * batch_size
     elif unit.startswith("ep"):

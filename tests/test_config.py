@@ -29,7 +29,7 @@ def test_override_of_unknown_key_is_an_error():
 
 @pytest.mark.parametrize("spec, steps", [
     ("300 steps", 300), (120, 120), ("3 epochs", 5), ("2ep", 4), ("100 examples", 4),
-    ("1.5 epochs", 3)])
+    ("1.5 epochs", 3), ("7", 7)])
 def test_durations(spec, steps):
   assert config_lib.duration_to_steps(spec, num_train_examples=50, batch_size=32) == steps
 
