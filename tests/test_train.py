@@ -28,6 +28,7 @@ def test_run_writes_its_workdir_and_learns(tmp_path, data_dir):
   assert summary["test/num_examples"] == summary["num_test"] > 200
   assert summary["test/accuracy"] > 0.5  # Chance is 0.2 on five classes.
   assert len(summary["test/per_class_recall"]) == 5
+  assert summary["model/trainable_params"] == summary["model/params"] > 0
   records = read_jsonl(str(workdir / "metrics.jsonl"))
   assert [r["step"] for r in records if "train/loss" in r] == [10, 20, 30, 40, 50, 60]
   assert records[0]["train/loss"] > records[-2]["train/loss"]

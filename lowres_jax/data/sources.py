@@ -95,7 +95,3 @@ def load_split(name: str, split: str, data_dir: str = "") -> LabelledArrays:
     array.setflags(write=False)  # Shared by every run in the process through the cache.
   return arrays
 
-
-def num_classes_of(name: str, data_dir: str = "") -> int:
-  builder = _builder(name, resolve_data_dir(data_dir))
-  return builder.info.features["label"].num_classes

@@ -167,9 +167,12 @@ def _train_unfinished(configs, plans: list[RunPlan], workdirs: list[str], cache:
       "runs_in_group": len(plans),
       "resumed_from_step": start_step,
   }
+  param_counts = {"model/params": int(sum(p.size for p in jax.tree.leaves(initial[0].params))),
+                  "model/trainable_params": optim.count_trainable(initial[0].params, plan.freeze)}
   summaries = []
   for i, (p, manifest, workdir) in enumerate(zip(plans, task.manifests, workdirs)):
     summary = _summary(p, manifest, task.total_steps, len(task.test), final[i], timing)
+    summary.update(param_counts)
     summary["diverged_at_step"] = diverged.get(i)
     if parallel.is_main_process():
       _write_json(os.path.join(workdir, SUMMARY_FILE), summary)

@@ -99,7 +99,3 @@ def vmap_over_runs(fn: Callable, shared_argnums: Sequence[int] = ()) -> Callable
   """Vmaps ``fn`` over the leading runs axis of every argument except ``shared_argnums``."""
   return lambda *args: jax.vmap(
       fn, in_axes=tuple(None if i in shared_argnums else 0 for i in range(len(args))))(*args)
-
-
-def abstract(tree: Any) -> Any:
-  return jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype), tree)
