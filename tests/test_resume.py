@@ -23,6 +23,19 @@ def checkpoint_steps(workdir) -> list[int]:
   return sorted(int(d.name) for d in directory.iterdir() if d.name.isdigit())
 
 
+def start_and_kill_after_checkpoint(command: list[str], env: dict, run_dir, step: int = 40):
+  """Starts ``command`` and SIGKILLs it once ``run_dir`` holds a checkpoint at ``step``."""
+  process = subprocess.Popen(command, cwd=REPO, env=env, stdout=subprocess.DEVNULL,
+                             stderr=subprocess.DEVNULL)
+  deadline = time.time() + 240
+  while not any(s >= step for s in checkpoint_steps(run_dir)) and time.time() < deadline:
+    time.sleep(0.02)
+  os.kill(process.pid, signal.SIGKILL)
+  process.wait()
+  assert not (run_dir / "summary.json").exists(), "the run finished before it could be killed"
+  assert checkpoint_steps(run_dir), "no checkpoint was written before the kill"
+
+
 def without_timing(summary: dict) -> dict:
   return {k: v for k, v in summary.items() if not k.startswith(TIMING_PREFIX)}
 
@@ -33,16 +46,9 @@ def test_sigkilled_run_resumes_to_the_uninterrupted_result(tmp_path, data_dir):
   assert reference.returncode == 0, reference.stderr[-2000:]
 
   workdir = tmp_path / "killed"
-  process = subprocess.Popen(
-      [sys.executable, "-m", "lowres_jax.main", *flags, f"--workdir={workdir}"], cwd=REPO,
-      env=cpu_env(1), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-  deadline = time.time() + 240
-  while not any(s >= 40 for s in checkpoint_steps(workdir)) and time.time() < deadline:
-    time.sleep(0.02)
-  os.kill(process.pid, signal.SIGKILL)
-  process.wait()
-  assert not (workdir / "summary.json").exists(), "the run finished before it could be killed"
-  assert checkpoint_steps(workdir), "no checkpoint was written before the kill"
+  start_and_kill_after_checkpoint(
+      [sys.executable, "-m", "lowres_jax.main", *flags, f"--workdir={workdir}"], cpu_env(1),
+      workdir)
 
   resumed = run_main([*flags, f"--workdir={workdir}"])
   assert resumed.returncode == 0, resumed.stderr[-2000:]
@@ -79,15 +85,8 @@ def test_sigkilled_vmapped_sweep_resumes_to_the_uninterrupted_result(tmp_path, d
 
   subprocess.run(command(tmp_path / "reference"), cwd=REPO, env=env, check=True,
                  capture_output=True, timeout=300)
-  process = subprocess.Popen(command(tmp_path / "killed"), cwd=REPO, env=env,
-                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-  first_run = tmp_path / "killed" / "lr=0.02,seed=0"
-  deadline = time.time() + 240
-  while not any(s >= 40 for s in checkpoint_steps(first_run)) and time.time() < deadline:
-    time.sleep(0.02)
-  os.kill(process.pid, signal.SIGKILL)
-  process.wait()
-  assert not (first_run / "summary.json").exists(), "the sweep finished before the kill"
+  start_and_kill_after_checkpoint(command(tmp_path / "killed"), env,
+                                  tmp_path / "killed" / "lr=0.02,seed=0")
   subprocess.run(command(tmp_path / "killed"), cwd=REPO, env=env, check=True,
                  capture_output=True, timeout=300)
   _, expected = sweep.collect_records(str(tmp_path / "reference"))
