@@ -116,3 +116,20 @@ def test_a_workdir_of_another_config_is_refused(tmp_path, data_dir):
   config.optim.lr = 0.5
   with pytest.raises(ConfigError, match=r"different config \(differs in optim\.lr\)"):
     loop.run(config, str(tmp_path / "run"), show_progress=False)
+
+
+def test_any_prepared_tfds_dataset_trains_end_to_end(tmp_path, data_dir):
+  import tensorflow_datasets as tfds
+  config = tiny_config(data_dir, str(tmp_path / "cache"))
+  config.data.name = "mnist"  # A catalogue name, served here by TFDS's mock data.
+  config.data.data_dir = str(tmp_path / "tfds")
+  config.data.classes = (0, 1, 2)
+  config.data.shots, config.data.val_per_class = 2, 1
+  sources.load_split.cache_clear()
+  try:
+    with tfds.testing.mock_data(num_examples=300):
+      summary = loop.run(config, str(tmp_path / "run"), show_progress=False)
+  finally:
+    sources.load_split.cache_clear()  # Keep mock arrays out of other tests.
+  assert summary["dataset"] == "mnist" and summary["num_train"] == 6
+  assert 0 < summary["test/num_examples"] < 300
