@@ -11,7 +11,7 @@ import difflib
 import hashlib
 import json
 import re
-from typing import Any, Iterator
+from typing import Any
 
 import ml_collections
 
@@ -59,12 +59,6 @@ class TrackedConfig:
   def __contains__(self, name: str) -> bool:
     return name in self._config
 
-  def get(self, name: str, default: Any = None) -> Any:
-    return getattr(self, name) if name in self._config else default
-
-  def keys(self) -> Iterator[str]:
-    return iter(self._config.keys())
-
   def to_dict(self) -> dict[str, Any]:
     """Plain nested dict; marks every leaf below as read (the caller consumes all of it)."""
     self.mark_all_read()
@@ -75,10 +69,6 @@ class TrackedConfig:
       self._reads.add(self._prefix.rstrip("."))
     for path in leaf_paths(self._config):
       self._reads.add(self._prefix + path)
-
-  @property
-  def unwrapped(self) -> ml_collections.ConfigDict:
-    return self._config
 
   def unread_keys(self) -> list[str]:
     return sorted(p for p in leaf_paths(self._config, self._prefix) if p not in self._reads)
@@ -106,7 +96,7 @@ def leaf_paths(config: ml_collections.ConfigDict, prefix: str = "") -> list[str]
 
 def config_hash(config: ml_collections.ConfigDict | dict, length: int = 16) -> str:
   """Stable short hash of a config's content, used as a cache key."""
-  if isinstance(config, (ml_collections.ConfigDict, TrackedConfig)):
+  if isinstance(config, ml_collections.ConfigDict):
     config = config.to_dict()
   blob = json.dumps(config, sort_keys=True, default=str).encode()
   return hashlib.sha256(blob).hexdigest()[:length]

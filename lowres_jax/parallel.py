@@ -21,6 +21,11 @@ def make_mesh() -> Mesh:
                        axis_types=(jax.sharding.AxisType.Auto,))
 
 
+def mesh_key(mesh: Mesh) -> tuple:
+  """Identifies a mesh in compile-cache keys (its device ids, in order)."""
+  return tuple(d.id for d in mesh.devices.flat)
+
+
 def replicated(mesh: Mesh) -> NamedSharding:
   return NamedSharding(mesh, P())
 
@@ -57,7 +62,8 @@ def fetch(tree: Any) -> Any:
 def check_divisible(size: int, what: str) -> None:
   devices = jax.device_count()
   if size % devices:
-    raise ValueError(f"{what} = {size} must be divisible by the number of devices ({devices}) "
+    from lowres_jax.config import ConfigError
+    raise ConfigError(f"{what} = {size} must be divisible by the number of devices ({devices}) "
                      "so the batch splits evenly over the mesh")
 
 

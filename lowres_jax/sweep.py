@@ -83,7 +83,14 @@ def expand(module: ModuleType) -> list[SweepRun]:
   if len(set(names)) != len(names):
     duplicates = sorted({n for n in names if names.count(n) > 1})
     raise ConfigError(f"get_sweep() lists the same run twice: {duplicates[:3]}")
-  return [SweepRun(n, o, apply_overrides(base, o)) for n, o in zip(names, overrides)]
+  runs = [SweepRun(n, o, apply_overrides(base, o)) for n, o in zip(names, overrides)]
+  from lowres_jax.train.plan import read_plan
+  for run in runs:  # Every config error now, not hours into the grid.
+    try:
+      read_plan(run.config)
+    except ConfigError as error:
+      raise ConfigError(f"sweep run {run.name}: {error}") from None
+  return runs
 
 
 def run_names(overrides: Sequence[Overrides], name_keys: Sequence[str] | None = None) -> list[str]:

@@ -78,3 +78,14 @@ def test_schedule_warms_up_then_decays_to_zero():
   spec = optim.OptimSpec("sgd", 0.9, warmup_steps=10, total_steps=100, grad_clip=0.0, freeze="")
   lr = optim.learning_rate_fn(spec, jnp.float32(0.2))
   np.testing.assert_allclose([lr(0), lr(5), lr(10), lr(100)], [0.0, 0.1, 0.2, 0.0], atol=1e-6)
+
+
+def test_resume_truncates_the_log_to_the_restored_step(tmp_path):
+  import json
+  from lowres_jax.train.writer import truncate_jsonl
+  path = tmp_path / "metrics.jsonl"
+  records = [{"step": 10, "train/loss": 1.0}, {"step": 20, "train/loss": 0.5},
+             {"step": 20, "test/accuracy": 0.9}, {"step": 30, "train/loss": 0.2}]
+  path.write_text("".join(json.dumps(r) + "\n" for r in records) + '{"step": 40, "tr')
+  truncate_jsonl(str(path), 20)
+  assert [json.loads(l) for l in path.read_text().splitlines()] == records[:2]

@@ -133,3 +133,39 @@ def test_any_prepared_tfds_dataset_trains_end_to_end(tmp_path, data_dir):
     sources.load_split.cache_clear()  # Keep mock arrays out of other tests.
   assert summary["dataset"] == "mnist" and summary["num_train"] == 6
   assert 0 < summary["test/num_examples"] < 300
+
+
+def test_no_validation_examples_is_allowed(tmp_path, data_dir):
+  config = tiny_config(data_dir, str(tmp_path / "cache"))
+  config.data.val_per_class = 0
+  summary = loop.run(config, str(tmp_path / "run"), show_progress=False)
+  assert summary["num_val"] == 0 and "val/accuracy" not in summary
+  assert "test/accuracy" in summary
+
+
+@pytest.mark.parametrize("field, value, message", [
+    ("data.shots", 0, "positive count"),
+    ("data.test_split", "train", "test set would hold the training examples"),
+    ("optim.name", "adagrad", "known: \\['adamw', 'sgd'\\]"),
+    ("source.data.classes", (3, 4, 5), "overlap the task's classes"),
+    ("init", "/no/such/workdir", "neither"),
+])
+def test_bad_values_are_config_errors(tmp_path, data_dir, field, value, message):
+  config = tiny_config(data_dir, str(tmp_path / "cache"), arg="tiny=1,init=source")
+  section, key = field.rsplit(".", 1) if "." in field else ("", field)
+  node = config
+  for part in filter(None, section.split(".")):
+    node = node[part]
+  with node.ignore_type():
+    node[key] = value
+  with pytest.raises(ConfigError, match=message):
+    loop.run(config, str(tmp_path / "run"), show_progress=False)
+
+
+def test_a_run_that_failed_before_any_checkpoint_can_rerun_with_a_new_config(tmp_path, data_dir):
+  config = tiny_config(data_dir, str(tmp_path / "cache"))
+  config.optim.lr, config.optim.warmup = 1e30, 0.0
+  with pytest.raises(loop.NonFiniteLossError):
+    loop.run(config, str(tmp_path / "run"), show_progress=False)
+  config.optim.lr = 0.05
+  assert "test/accuracy" in loop.run(config, str(tmp_path / "run"), show_progress=False)

@@ -43,7 +43,7 @@ class Evaluator:
     for start in range(0, padded_num, self.batch_size):
       batch = np.take(images, np.arange(start, start + self.batch_size), axis=example_axis)
       batch = parallel.put(batch, sharding)
-      compiled = self.cache.get("eval_logits", (self.model, shared, _mesh_key(self.mesh)),
+      compiled = self.cache.get("eval_logits", (self.model, shared, parallel.mesh_key(self.mesh)),
                                 jitted, params, batch)
       outputs.append(parallel.fetch(compiled(params, batch)))
     return np.concatenate(outputs, axis=1)[:, :num]  # The mask: padding rows are dropped.
@@ -52,7 +52,3 @@ class Evaluator:
 def split_metrics(logits: np.ndarray, labels: np.ndarray, num_classes: int,
                   split: str) -> dict:
   return metrics.prefix_metrics(metrics.classification_metrics(logits, labels, num_classes), split)
-
-
-def _mesh_key(mesh: Mesh) -> tuple:
-  return tuple(d.id for d in mesh.devices.flat)

@@ -11,14 +11,12 @@ import dataclasses
 import functools
 import json
 import logging
-import math
 import os
 import time
 from typing import Any, Sequence
 
 import flax.serialization
 import jax
-import jax.numpy as jnp
 import ml_collections
 import numpy as np
 
@@ -37,6 +35,7 @@ from lowres_jax.train.writer import MetricsWriter
 log = logging.getLogger(__name__)
 
 SUMMARY_FILE = "summary.json"
+DIVERGED_FILE = "diverged.json"
 TIMING_PREFIX = "timing/"  # Summary keys that measure the machine, not the model.
 
 
@@ -194,7 +193,7 @@ def _run_steps(plans: list[RunPlan], task: _Task, state, step: int, mesh, cache:
   images = parallel.put_replicated(np.stack([t.images for t in task.trains]), mesh)
   labels = parallel.put_replicated(np.stack([t.labels for t in task.trains]), mesh)
   train_seconds = 0.0
-  diverged: dict[int, int] = {}
+  diverged = {i: _read_diverged(w) for i, w in enumerate(workdirs) if _read_diverged(w)}
   while step < task.total_steps:
     chunk = min(plan.log_every, task.total_steps - step)
     per_call = min(step_lib.steps_per_call(plan.log_every), chunk)
@@ -227,7 +226,7 @@ def _compiled_chunk(spec, mesh, cache, *args):
   chunk_fn = step_lib.make_train_chunk(spec, parallel.batch_sharding(mesh))
   jitted = jax.jit(step_lib.vmap_over_runs(chunk_fn), in_shardings=replicated,
                    out_shardings=replicated, donate_argnums=0)
-  return cache.get("train_chunk", (spec, tuple(d.id for d in mesh.devices.flat)), jitted, *args)
+  return cache.get("train_chunk", (spec, parallel.mesh_key(mesh)), jitted, *args)
 
 
 def _initial_state(model, optim_spec: optim.OptimSpec, plan: RunPlan, sample: np.ndarray,
@@ -259,7 +258,7 @@ def _ensure_source_trained(plan: RunPlan, cache: CompileCache, show_progress: bo
   source_config = plan.source
   workdir = os.path.join(os.path.expanduser(plan.cache_dir),
                          f"source-{source_config.data.name}-{config_hash(source_config)}")
-  with transfer.exclusive(workdir):
+  with transfer.exclusive(workdir, enabled=jax.process_count() == 1):
     if read_summary(workdir) is None:
       log.info("pretraining the source model into %s (cached for later runs)", workdir)
       train_group([source_config], [workdir], cache, show_progress)
@@ -302,9 +301,21 @@ def _record_nonfinite(losses: np.ndarray, first_step: int, workdirs: Sequence[st
     if run not in diverged:
       diverged[run] = step
       log.warning("run in %s diverged (non-finite loss) at step %d", workdirs[run], step)
+      if parallel.is_main_process():  # Survives a kill: the NaN state is checkpointed too.
+        _write_json(os.path.join(workdirs[run], DIVERGED_FILE), {"step": step})
+
+
+def _read_diverged(workdir: str) -> int | None:
+  path = os.path.join(workdir, DIVERGED_FILE)
+  if not os.path.exists(path):
+    return None
+  with open(path) as f:
+    return int(json.load(f)["step"])
 
 
 def _log_validation(evaluator, params, vals, num_classes, step, writers) -> None:
+  if not len(vals[0]):  # val_per_class = 0: nothing to validate on.
+    return
   logits = evaluator.logits(params, np.stack([v.images for v in vals]), shared=False)
   for i, writer in enumerate(writers):
     writer.write(step, split_metrics(logits[i], vals[i].labels, num_classes, "val"))
@@ -333,10 +344,17 @@ def _summary(plan: RunPlan, manifest, total_steps, num_test, final, timing) -> d
   }
 
 
+def _has_progress(workdir: str) -> bool:
+  """Whether the workdir holds training to resume or reuse (not just files of a failed start)."""
+  checkpoints = os.path.join(workdir, "checkpoints")
+  return (os.path.exists(os.path.join(workdir, SUMMARY_FILE))
+          or (os.path.isdir(checkpoints) and any(d.isdigit() for d in os.listdir(checkpoints))))
+
+
 def _check_same_config(config: ml_collections.ConfigDict, workdir: str) -> None:
-  """Refuses to resume or reuse a workdir whose run was started with another config."""
+  """Refuses to resume or reuse a workdir whose training was done with another config."""
   path = os.path.join(workdir, "config.json")
-  if not os.path.exists(path):
+  if not os.path.exists(path) or not _has_progress(workdir):
     return
   with open(path) as f:
     saved = json.load(f)
@@ -361,6 +379,16 @@ def _flatten(tree: dict, prefix: str = "") -> dict:
 
 
 def _write_run_files(config, manifest, workdir: str) -> None:
+  split_path = os.path.join(workdir, "split.json")
+  if os.path.exists(split_path) and _has_progress(workdir):
+    with open(split_path) as f:
+      saved = json.load(f)
+    drawn = manifest.to_json()
+    if (saved["train_sha256"], saved["val_sha256"]) != (drawn["train_sha256"],
+                                                        drawn["val_sha256"]):
+      raise ConfigError(
+          f"{workdir} was trained on other examples than the same config draws now (split.json "
+          "sha256 differs): the dataset was rebuilt or changed. Use a new --workdir.")
   if not parallel.is_main_process():
     return
   os.makedirs(workdir, exist_ok=True)
@@ -381,6 +409,4 @@ def _json_default(value: Any) -> Any:
     return int(value)
   if isinstance(value, (np.floating,)):
     return float(value)
-  if isinstance(value, tuple):
-    return list(value)
   raise TypeError(f"cannot write {type(value).__name__} to JSON")

@@ -7,11 +7,16 @@ code reads before it spends a second training. The rest of the trainer sees only
 from __future__ import annotations
 
 import dataclasses
+import os
 from typing import Any
 
 import ml_collections
 
 from lowres_jax.config import ConfigError, TrackedConfig
+from lowres_jax.data.augment import AUGMENTATIONS
+from lowres_jax.data.fewshot import ALL_SHOTS
+from lowres_jax.models import MODELS
+from lowres_jax.train.optim import OPTIMIZERS
 
 INIT_SCRATCH = ""
 INIT_SOURCE = "source"
@@ -129,5 +134,29 @@ def _validate(plan: RunPlan) -> None:
   if not 0.0 <= plan.warmup < 1.0:
     raise ConfigError(f"config.optim.warmup = {plan.warmup} is the warm-up fraction of training; "
                       "it must be in [0, 1)")
-  if plan.init not in (INIT_SCRATCH, INIT_SOURCE) and not plan.init.strip():
-    raise ConfigError("config.init must be '', 'source', or a workdir path")
+  if plan.shots != ALL_SHOTS and plan.shots < 1:
+    raise ConfigError(f"config.data.shots = {plan.shots}: use a positive count, or -1 for all")
+  if plan.val_per_class < 0:
+    raise ConfigError(f"config.data.val_per_class = {plan.val_per_class} must be >= 0")
+  if plan.train_split == plan.test_split:
+    raise ConfigError(f"config.data.train_split and test_split are both {plan.test_split!r}: "
+                      "the test set would hold the training examples")
+  _check_named(plan.optimizer, OPTIMIZERS, "config.optim.name")
+  _check_named(plan.model_name, MODELS, "config.model.name")
+  for name in plan.augment:
+    _check_named(name, AUGMENTATIONS, "config.train.augment")
+  if plan.init == INIT_SOURCE:
+    source_dataset, source_classes = plan.source.data.name, set(_tuple(plan.source.data.classes))
+    if source_dataset == plan.dataset and source_classes & set(plan.classes):
+      raise ConfigError(
+          f"source classes {sorted(source_classes)} overlap the task's classes "
+          f"{list(plan.classes)} on {plan.dataset}: the source model would have trained on "
+          "the task's validation and test classes. Use disjoint classes.")
+  elif plan.init and not os.path.isdir(os.path.join(plan.init, "checkpoints")):
+    raise ConfigError(f"config.init = {plan.init!r} is neither '' (scratch), 'source', nor a "
+                      "workdir holding a checkpoints/ folder")
+
+
+def _check_named(name: str, known, key: str) -> None:
+  if name not in known:
+    raise ConfigError(f"{key} = {name!r} is unknown; known: {sorted(known)}")

@@ -47,9 +47,16 @@ def merge_pretrained(fresh: Any, loaded: Any, reinit: str) -> Any:
 
 
 @contextlib.contextmanager
-def exclusive(directory: str) -> Iterator[None]:
-  """An inter-process lock on ``directory``, so parallel sweep shards pretrain a source once."""
+def exclusive(directory: str, enabled: bool = True) -> Iterator[None]:
+  """An inter-process lock on ``directory``, so parallel sweep shards pretrain a source once.
+
+  Disabled in a multi-host run, whose processes train the source together: on a file system
+  with cluster-wide locks, one holding the lock would wait forever for the others.
+  """
   os.makedirs(directory, exist_ok=True)
+  if not enabled:
+    yield
+    return
   with open(os.path.join(directory, ".lock"), "w") as handle:
     fcntl.flock(handle, fcntl.LOCK_EX)
     try:

@@ -42,7 +42,8 @@ class MetricsWriter:
 
 
 def truncate_jsonl(path: str, last_step: int) -> None:
-  """Drops records after ``last_step`` (and a torn last line from a killed write)."""
+  """Drops records after ``last_step``, final test records (written after the last
+  checkpoint, so rewritten on resume), and a torn last line from a killed write."""
   if not os.path.exists(path):
     return
   kept = []
@@ -52,7 +53,8 @@ def truncate_jsonl(path: str, last_step: int) -> None:
         record = json.loads(line)
       except json.JSONDecodeError:
         continue
-      if record.get("step", 0) <= last_step:
+      is_final = any(key.startswith("test/") for key in record)
+      if record.get("step", 0) <= last_step and not is_final:
         kept.append(line if line.endswith("\n") else line + "\n")
   with open(path, "w") as f:
     f.writelines(kept)
