@@ -115,6 +115,8 @@ def select_settings(records: Iterable[Record],
   """
   if selection_metric.startswith("test/"):
     raise ValueError(f"hyperparameters must not be selected on a test metric: {selection_metric!r}")
+  # Lower is better for losses and calibration error; higher for everything else.
+  sign = -1.0 if selection_metric.split("/")[-1] in ("loss", "ece") else 1.0
   selected: dict[Cell, str] = {}
   for cell, by_setting in _group_by_cell_and_setting(records).items():
     best_setting, best_mean = None, -math.inf
@@ -122,7 +124,7 @@ def select_settings(records: Iterable[Record],
       runs = by_setting[setting]
       if any(is_diverged(run) for run in runs):
         continue
-      mean = sum(_metric_value(run, selection_metric) for run in runs) / len(runs)
+      mean = sign * sum(_metric_value(run, selection_metric) for run in runs) / len(runs)
       if best_setting is None or mean > best_mean:
         best_setting, best_mean = setting, mean
     if best_setting is not None:

@@ -229,3 +229,11 @@ def test_write_report_writes_all_three_files(tmp_path) -> None:
       assert f.read(1)
   with open(paths["markdown"]) as f:
     assert COMMAND in f.read()
+
+
+def test_selection_on_a_loss_prefers_the_lowest():
+  records = [
+      {"dataset": "d", "method": "m", "shots": 1, "seed": seed, "setting": setting,
+       "val/loss": loss, "test/accuracy": 0.5}
+      for seed in range(2) for setting, loss in (("lr=1", 0.2), ("lr=2", 0.9))]
+  assert select_settings(records, selection_metric="val/loss") == {("d", "m", 1): "lr=1"}

@@ -39,13 +39,16 @@ class Evaluator:
     jitted = jax.jit(step_lib.vmap_over_runs(step_lib.make_eval_logits(self.model),
                                              shared_argnums=(1,) if shared else ()),
                      in_shardings=(replicated, sharding), out_shardings=replicated)
-    outputs = []
-    for start in range(0, padded_num, self.batch_size):
-      batch = np.take(images, np.arange(start, start + self.batch_size), axis=example_axis)
-      batch = parallel.put(batch, sharding)
-      compiled = self.cache.get("eval_logits", (self.model, shared, parallel.mesh_key(self.mesh)),
-                                jitted, params, batch)
-      outputs.append(parallel.fetch(compiled(params, batch)))
+
+    def batch(start: int):  # Placed one at a time: a large split never sits on device whole.
+      return parallel.put(np.take(images, np.arange(start, start + self.batch_size),
+                                  axis=example_axis), sharding)
+
+    first = batch(0)
+    compiled = self.cache.get("eval_logits", (self.model, shared, parallel.mesh_key(self.mesh)),
+                              jitted, params, first)
+    outputs = [parallel.fetch(compiled(params, first if start == 0 else batch(start)))
+               for start in range(0, padded_num, self.batch_size)]
     return np.concatenate(outputs, axis=1)[:, :num]  # The mask: padding rows are dropped.
 
 

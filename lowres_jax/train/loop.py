@@ -274,6 +274,11 @@ def _restore_or_start(managers, initial: list[TrainState]) -> tuple[int, list]:
   restored = [checkpoint.restore_latest(m, t, at_most=max(common))
               for m, t in zip(managers, templates)]
   steps = {r[0] for r in restored if r is not None}
+  if len(steps) > 1 and all(r is not None for r in restored):
+    # A member fell back past a corrupt checkpoint: bring the others back to its step.
+    restored = [checkpoint.restore_latest(m, t, at_most=min(steps))
+                for m, t in zip(managers, templates)]
+    steps = {r[0] for r in restored if r is not None}
   if len(steps) != 1 or any(r is None for r in restored):
     log.warning("runs restored at different steps %s; restarting the group from step 0", steps)
     return 0, initial
