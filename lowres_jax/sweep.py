@@ -160,7 +160,7 @@ def run_sweep(module: ModuleType, config_path: str, workdir: str, use_vmap: bool
               shard_spec: tuple[int, int] = (0, 1), show_progress: bool = True,
               command: str = "") -> dict:
   """Trains every unfinished run of this shard; writes the sweep file and the report."""
-  from lowres_jax.train import loop
+  from lowres_jax.train import loop, workdir as workdir_lib
   from lowres_jax.train.compiled import CompileCache
   start = time.perf_counter()
   runs = expand(module)
@@ -169,7 +169,7 @@ def run_sweep(module: ModuleType, config_path: str, workdir: str, use_vmap: bool
   trained = skipped = 0
   for group in groups:
     workdirs = [os.path.join(workdir, r.name) for r in group]
-    unfinished = [loop.read_summary(w) is None for w in workdirs]
+    unfinished = [workdir_lib.read_summary(w) is None for w in workdirs]
     trained += sum(unfinished)
     skipped += len(group) - sum(unfinished)
     loop.train_group([r.config for r in group], workdirs, cache, show_progress,
@@ -206,7 +206,7 @@ def collect_records(workdir: str) -> tuple[dict, list[dict]]:
   without them, every override key (bar the seed) that varies inside a (dataset, method,
   shots) cell, so runs that differ in anything but the seed are never averaged together.
   """
-  from lowres_jax.train.loop import read_summary
+  from lowres_jax.train.workdir import read_summary
   candidates = [SWEEP_FILE] + sorted(f for f in os.listdir(workdir) if f.startswith("sweep-shard"))
   path = next((os.path.join(workdir, f) for f in candidates
                if os.path.exists(os.path.join(workdir, f))), None)

@@ -7,7 +7,6 @@ import subprocess
 import sys
 import time
 
-import numpy as np
 
 from conftest import REPO, cli_flags, cpu_env, run_main
 from lowres_jax.train.loop import TIMING_PREFIX

@@ -105,7 +105,6 @@ def expected_calibration_error(logits: np.ndarray, labels: np.ndarray, num_bins:
     # side="left" puts a value equal to an edge into the bin it closes, giving
     # (lo, hi] bins; the clip keeps a confidence of exactly 0 in the first bin.
     bin_index = np.clip(np.searchsorted(edges, confidence, side="left") - 1, 0, num_bins - 1)
-    counts = np.bincount(bin_index, minlength=num_bins)
     accuracy_sum = np.bincount(bin_index, weights=correct, minlength=num_bins)
     confidence_sum = np.bincount(bin_index, weights=confidence, minlength=num_bins)
     # |sum(acc) - sum(conf)| / N equals (count / N) * |mean acc - mean conf| per bin.

@@ -9,19 +9,17 @@ from __future__ import annotations
 
 import dataclasses
 import functools
-import json
 import logging
 import os
 import time
 from typing import Any, Sequence
 
-import flax.serialization
 import jax
 import ml_collections
 import numpy as np
 
 from lowres_jax import checkpoint, parallel
-from lowres_jax.config import ConfigError, config_hash, duration_to_steps
+from lowres_jax.config import config_hash, duration_to_steps
 from lowres_jax.data import augment, fewshot, sources
 from lowres_jax.models import build_model
 from lowres_jax.train import optim, step as step_lib, transfer
@@ -29,13 +27,12 @@ from lowres_jax.train.compiled import CompileCache
 from lowres_jax.train.evaluate import Evaluator, split_metrics
 from lowres_jax.train.plan import INIT_SOURCE, RunPlan, read_plan
 from lowres_jax.train.progress import Progress
-from lowres_jax.train.state import TrainState, stack, unstack
+from lowres_jax.train import workdir as workdir_lib
+from lowres_jax.train.state import TrainState, stack
 from lowres_jax.train.writer import MetricsWriter
 
 log = logging.getLogger(__name__)
 
-SUMMARY_FILE = "summary.json"
-DIVERGED_FILE = "diverged.json"
 TIMING_PREFIX = "timing/"  # Summary keys that measure the machine, not the model.
 
 
@@ -52,14 +49,6 @@ def run(config: ml_collections.ConfigDict, workdir: str, cache: CompileCache | N
   return train_group([config], [workdir], cache, show_progress)[0]
 
 
-def read_summary(workdir: str) -> dict | None:
-  path = os.path.join(workdir, SUMMARY_FILE)
-  if not os.path.exists(path):
-    return None
-  with open(path) as f:
-    return json.load(f)
-
-
 def train_group(configs: Sequence[ml_collections.ConfigDict], workdirs: Sequence[str],
                 cache: CompileCache | None = None, show_progress: bool = True,
                 stop_on_nonfinite: bool = True) -> list[dict]:
@@ -74,8 +63,8 @@ def train_group(configs: Sequence[ml_collections.ConfigDict], workdirs: Sequence
     raise ValueError("runs in a group must differ only in seed, method label and traced "
                      "hyperparameters (optim.lr, optim.weight_decay, train.label_smoothing)")
   for config, workdir in zip(configs, workdirs):
-    _check_same_config(config, workdir)
-  summaries = [read_summary(w) for w in workdirs]
+    workdir_lib.check_same_config(config, workdir)
+  summaries = [workdir_lib.read_summary(w) for w in workdirs]
   todo = [i for i, s in enumerate(summaries) if s is None]
   if todo:
     cache = cache if cache is not None else CompileCache()
@@ -112,7 +101,7 @@ def _prepare_task(configs, plans: list[RunPlan], workdirs: list[str]) -> _Task:
   manifests = [fewshot.draw_manifest(pool, plan.dataset, plan.classes, plan.shots,
                                      plan.val_per_class, p.seed) for p in plans]
   for config, manifest, workdir in zip(configs, manifests, workdirs):
-    _write_run_files(config, manifest, workdir)
+    workdir_lib.write_run_files(config, manifest, workdir)
   trains = [fewshot.select(pool, m.train_ids, plan.classes) for m in manifests]
   total_steps = duration_to_steps(plan.duration, len(trains[0]), plan.batch_size)
   return _Task(
@@ -137,7 +126,7 @@ def _train_unfinished(configs, plans: list[RunPlan], workdirs: list[str], cache:
   initial = [_initial_state(task.model, task.optim_spec, p, task.trains[0].images[:1],
                             pretrained) for p in plans]
   managers = [checkpoint.make_manager(w, plan.keep_checkpoints) for w in workdirs]
-  start_step, states = _restore_or_start(managers, initial)
+  start_step, states = workdir_lib.restore_or_start(managers, initial)
   writers = ([MetricsWriter(w, start_step) for w in workdirs]
              if parallel.is_main_process() else [])
   evaluator = Evaluator(task.model, plan.eval_batch_size, mesh, cache)
@@ -174,7 +163,7 @@ def _train_unfinished(configs, plans: list[RunPlan], workdirs: list[str], cache:
     summary.update(param_counts)
     summary["diverged_at_step"] = diverged.get(i)
     if parallel.is_main_process():
-      _write_json(os.path.join(workdir, SUMMARY_FILE), summary)
+      workdir_lib.write_json(os.path.join(workdir, workdir_lib.SUMMARY_FILE), summary)
     summaries.append(summary)
   return summaries
 
@@ -193,7 +182,8 @@ def _run_steps(plans: list[RunPlan], task: _Task, state, step: int, mesh, cache:
   images = parallel.put_replicated(np.stack([t.images for t in task.trains]), mesh)
   labels = parallel.put_replicated(np.stack([t.labels for t in task.trains]), mesh)
   train_seconds = 0.0
-  diverged = {i: _read_diverged(w) for i, w in enumerate(workdirs) if _read_diverged(w)}
+  diverged = {i: step for i, step in enumerate(map(workdir_lib.read_diverged, workdirs))
+              if step is not None}
   while step < task.total_steps:
     chunk = min(plan.log_every, task.total_steps - step)
     per_call = min(step_lib.steps_per_call(plan.log_every), chunk)
@@ -216,7 +206,7 @@ def _run_steps(plans: list[RunPlan], task: _Task, state, step: int, mesh, cache:
     if plan.eval_every and step % plan.eval_every == 0 and step < task.total_steps:
       _log_validation(evaluator, state.params, task.vals, task.num_classes, step, writers)
     if step == task.total_steps or (plan.checkpoint_every and step % plan.checkpoint_every == 0):
-      _save_all(managers, state, step)
+      workdir_lib.save_all(managers, state, step)
   progress.close()
   return state, train_seconds, diverged
 
@@ -259,38 +249,10 @@ def _ensure_source_trained(plan: RunPlan, cache: CompileCache, show_progress: bo
   workdir = os.path.join(os.path.expanduser(plan.cache_dir),
                          f"source-{source_config.data.name}-{config_hash(source_config)}")
   with transfer.exclusive(workdir, enabled=jax.process_count() == 1):
-    if read_summary(workdir) is None:
+    if workdir_lib.read_summary(workdir) is None:
       log.info("pretraining the source model into %s (cached for later runs)", workdir)
       train_group([source_config], [workdir], cache, show_progress)
   return workdir
-
-
-def _restore_or_start(managers, initial: list[TrainState]) -> tuple[int, list]:
-  """Restores every run at the newest step all of them have, or starts them all afresh."""
-  templates = [flax.serialization.to_state_dict(s) for s in initial]
-  common = set.intersection(*[set(m.all_steps()) for m in managers])
-  if not common:
-    return 0, initial
-  restored = [checkpoint.restore_latest(m, t, at_most=max(common))
-              for m, t in zip(managers, templates)]
-  steps = {r[0] for r in restored if r is not None}
-  if len(steps) > 1 and all(r is not None for r in restored):
-    # A member fell back past a corrupt checkpoint: bring the others back to its step.
-    restored = [checkpoint.restore_latest(m, t, at_most=min(steps))
-                for m, t in zip(managers, templates)]
-    steps = {r[0] for r in restored if r is not None}
-  if len(steps) != 1 or any(r is None for r in restored):
-    log.warning("runs restored at different steps %s; restarting the group from step 0", steps)
-    return 0, initial
-  step = steps.pop()
-  log.info("resuming %d run(s) from step %d", len(managers), step)
-  return step, [flax.serialization.from_state_dict(s, r[1]) for s, r in zip(initial, restored)]
-
-
-def _save_all(managers, stacked_state, step: int) -> None:
-  host_state = parallel.fetch(stacked_state)
-  for i, manager in enumerate(managers):
-    checkpoint.save(manager, step, flax.serialization.to_state_dict(unstack(host_state, i)))
 
 
 def _record_nonfinite(losses: np.ndarray, first_step: int, workdirs: Sequence[str],
@@ -307,15 +269,8 @@ def _record_nonfinite(losses: np.ndarray, first_step: int, workdirs: Sequence[st
       diverged[run] = step
       log.warning("run in %s diverged (non-finite loss) at step %d", workdirs[run], step)
       if parallel.is_main_process():  # Survives a kill: the NaN state is checkpointed too.
-        _write_json(os.path.join(workdirs[run], DIVERGED_FILE), {"step": step})
-
-
-def _read_diverged(workdir: str) -> int | None:
-  path = os.path.join(workdir, DIVERGED_FILE)
-  if not os.path.exists(path):
-    return None
-  with open(path) as f:
-    return int(json.load(f)["step"])
+        workdir_lib.write_json(os.path.join(workdirs[run], workdir_lib.DIVERGED_FILE),
+                               {"step": step})
 
 
 def _log_validation(evaluator, params, vals, num_classes, step, writers) -> None:
@@ -349,69 +304,3 @@ def _summary(plan: RunPlan, manifest, total_steps, num_test, final, timing) -> d
   }
 
 
-def _has_progress(workdir: str) -> bool:
-  """Whether the workdir holds training to resume or reuse (not just files of a failed start)."""
-  checkpoints = os.path.join(workdir, "checkpoints")
-  return (os.path.exists(os.path.join(workdir, SUMMARY_FILE))
-          or (os.path.isdir(checkpoints) and any(d.isdigit() for d in os.listdir(checkpoints))))
-
-
-def _check_same_config(config: ml_collections.ConfigDict, workdir: str) -> None:
-  """Refuses to resume or reuse a workdir whose training was done with another config."""
-  path = os.path.join(workdir, "config.json")
-  if not os.path.exists(path) or not _has_progress(workdir):
-    return
-  with open(path) as f:
-    saved = json.load(f)
-  current = json.loads(json.dumps(config.to_dict(), default=_json_default))
-  if saved != current:
-    flat_saved, flat_current = _flatten(saved), _flatten(current)
-    changed = sorted(k for k in flat_saved.keys() | flat_current.keys()
-                     if flat_saved.get(k) != flat_current.get(k))
-    raise ConfigError(
-        f"{workdir} holds a run started with a different config (differs in "
-        f"{', '.join(changed[:8])}). Use another --workdir, or delete that one to start over.")
-
-
-def _flatten(tree: dict, prefix: str = "") -> dict:
-  flat = {}
-  for key, value in tree.items():
-    if isinstance(value, dict) and value:
-      flat.update(_flatten(value, f"{prefix}{key}."))
-    else:
-      flat[prefix + key] = value
-  return flat
-
-
-def _write_run_files(config, manifest, workdir: str) -> None:
-  split_path = os.path.join(workdir, "split.json")
-  if os.path.exists(split_path) and _has_progress(workdir):
-    with open(split_path) as f:
-      saved = json.load(f)
-    drawn = manifest.to_json()
-    if (saved["train_sha256"], saved["val_sha256"]) != (drawn["train_sha256"],
-                                                        drawn["val_sha256"]):
-      raise ConfigError(
-          f"{workdir} was trained on other examples than the same config draws now (split.json "
-          "sha256 differs): the dataset was rebuilt or changed. Use a new --workdir.")
-  if not parallel.is_main_process():
-    return
-  os.makedirs(workdir, exist_ok=True)
-  _write_json(os.path.join(workdir, "config.json"), config.to_dict())
-  fewshot.write_manifest(manifest, os.path.join(workdir, "split.json"))
-
-
-def _write_json(path: str, record: dict) -> None:
-  """Writes atomically, so a kill never leaves a half-written summary that looks finished."""
-  tmp = path + ".tmp"
-  with open(tmp, "w") as f:
-    json.dump(record, f, indent=1, default=_json_default, allow_nan=True)
-  os.replace(tmp, path)
-
-
-def _json_default(value: Any) -> Any:
-  if isinstance(value, (np.integer,)):
-    return int(value)
-  if isinstance(value, (np.floating,)):
-    return float(value)
-  raise TypeError(f"cannot write {type(value).__name__} to JSON")

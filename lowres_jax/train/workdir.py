@@ -1,0 +1,134 @@
+"""A run's workdir: the files it holds, and the checks and restores that make resuming safe."""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+from typing import Any
+
+import flax.serialization
+import ml_collections
+import numpy as np
+
+from lowres_jax import checkpoint, parallel
+from lowres_jax.config import ConfigError
+from lowres_jax.data import fewshot
+from lowres_jax.train.state import TrainState, unstack
+
+log = logging.getLogger(__name__)
+
+SUMMARY_FILE = "summary.json"
+DIVERGED_FILE = "diverged.json"
+
+
+def read_summary(workdir: str) -> dict | None:
+  path = os.path.join(workdir, SUMMARY_FILE)
+  if not os.path.exists(path):
+    return None
+  with open(path) as f:
+    return json.load(f)
+
+
+def restore_or_start(managers, initial: list[TrainState]) -> tuple[int, list]:
+  """Restores every run at the newest step all of them have, or starts them all afresh."""
+  templates = [flax.serialization.to_state_dict(s) for s in initial]
+  common = set.intersection(*[set(m.all_steps()) for m in managers])
+  if not common:
+    return 0, initial
+  restored = [checkpoint.restore_latest(m, t, at_most=max(common))
+              for m, t in zip(managers, templates)]
+  steps = {r[0] for r in restored if r is not None}
+  if len(steps) > 1 and all(r is not None for r in restored):
+    # A member fell back past a corrupt checkpoint: bring the others back to its step.
+    restored = [checkpoint.restore_latest(m, t, at_most=min(steps))
+                for m, t in zip(managers, templates)]
+    steps = {r[0] for r in restored if r is not None}
+  if len(steps) != 1 or any(r is None for r in restored):
+    log.warning("runs restored at different steps %s; restarting the group from step 0", steps)
+    return 0, initial
+  step = steps.pop()
+  log.info("resuming %d run(s) from step %d", len(managers), step)
+  return step, [flax.serialization.from_state_dict(s, r[1]) for s, r in zip(initial, restored)]
+
+
+def save_all(managers, stacked_state, step: int) -> None:
+  host_state = parallel.fetch(stacked_state)
+  for i, manager in enumerate(managers):
+    checkpoint.save(manager, step, flax.serialization.to_state_dict(unstack(host_state, i)))
+
+
+def read_diverged(workdir: str) -> int | None:
+  path = os.path.join(workdir, DIVERGED_FILE)
+  if not os.path.exists(path):
+    return None
+  with open(path) as f:
+    return int(json.load(f)["step"])
+
+
+def has_progress(workdir: str) -> bool:
+  """Whether the workdir holds training to resume or reuse (not just files of a failed start)."""
+  checkpoints = os.path.join(workdir, "checkpoints")
+  return (os.path.exists(os.path.join(workdir, SUMMARY_FILE))
+          or (os.path.isdir(checkpoints) and any(d.isdigit() for d in os.listdir(checkpoints))))
+
+
+def check_same_config(config: ml_collections.ConfigDict, workdir: str) -> None:
+  """Refuses to resume or reuse a workdir whose training was done with another config."""
+  path = os.path.join(workdir, "config.json")
+  if not os.path.exists(path) or not has_progress(workdir):
+    return
+  with open(path) as f:
+    saved = json.load(f)
+  current = json.loads(json.dumps(config.to_dict(), default=_json_default))
+  if saved != current:
+    flat_saved, flat_current = _flatten(saved), _flatten(current)
+    changed = sorted(k for k in flat_saved.keys() | flat_current.keys()
+                     if flat_saved.get(k) != flat_current.get(k))
+    raise ConfigError(
+        f"{workdir} holds a run started with a different config (differs in "
+        f"{', '.join(changed[:8])}). Use another --workdir, or delete that one to start over.")
+
+
+def _flatten(tree: dict, prefix: str = "") -> dict:
+  flat = {}
+  for key, value in tree.items():
+    if isinstance(value, dict) and value:
+      flat.update(_flatten(value, f"{prefix}{key}."))
+    else:
+      flat[prefix + key] = value
+  return flat
+
+
+def write_run_files(config, manifest, workdir: str) -> None:
+  split_path = os.path.join(workdir, "split.json")
+  if os.path.exists(split_path) and has_progress(workdir):
+    with open(split_path) as f:
+      saved = json.load(f)
+    drawn = manifest.to_json()
+    if (saved["train_sha256"], saved["val_sha256"]) != (drawn["train_sha256"],
+                                                        drawn["val_sha256"]):
+      raise ConfigError(
+          f"{workdir} was trained on other examples than the same config draws now (split.json "
+          "sha256 differs): the dataset was rebuilt or changed. Use a new --workdir.")
+  if not parallel.is_main_process():
+    return
+  os.makedirs(workdir, exist_ok=True)
+  write_json(os.path.join(workdir, "config.json"), config.to_dict())
+  fewshot.write_manifest(manifest, os.path.join(workdir, "split.json"))
+
+
+def write_json(path: str, record: dict) -> None:
+  """Writes atomically, so a kill never leaves a half-written summary that looks finished."""
+  tmp = path + ".tmp"
+  with open(tmp, "w") as f:
+    json.dump(record, f, indent=1, default=_json_default, allow_nan=True)
+  os.replace(tmp, path)
+
+
+def _json_default(value: Any) -> Any:
+  if isinstance(value, (np.integer,)):
+    return int(value)
+  if isinstance(value, (np.floating,)):
+    return float(value)
+  raise TypeError(f"cannot write {type(value).__name__} to JSON")
