@@ -89,3 +89,35 @@ def test_resume_truncates_the_log_to_the_restored_step(tmp_path):
   path.write_text("".join(json.dumps(r) + "\n" for r in records) + '{"step": 40, "tr')
   truncate_jsonl(str(path), 20)
   assert [json.loads(l) for l in path.read_text().splitlines()] == records[:2]
+
+
+def test_scanned_chunk_equals_repeated_single_steps():
+  """Accelerators run `log_every` steps per call in a scan; CPU runs one per call. Same result."""
+  from lowres_jax import parallel
+  from lowres_jax.train import step as step_lib
+  from lowres_jax.train.state import TrainState
+  model = build_model("cnn", 3, width=4, depth=1, hidden=8)
+  params = model.init(jax.random.PRNGKey(0), jnp.zeros((1, 8, 8, 1)))["params"]
+  spec_kwargs = dict(model=model, optim=optim.OptimSpec("sgd", 0.9, 2, 10, 0.0, ""),
+                     batch_size=4, augment=("crop",), crop_pad=1)
+  tx = optim.build_optimizer(spec_kwargs["optim"], optim.placeholder_hparams(), params)
+  state = TrainState(step=jnp.zeros((), jnp.int32), params=params, opt_state=tx.init(params),
+                     rng=jax.random.PRNGKey(1))
+  hparams = {"lr": jnp.float32(0.1), "weight_decay": jnp.float32(1e-3),
+             "label_smoothing": jnp.float32(0.1)}
+  images = jax.random.randint(jax.random.PRNGKey(2), (6, 8, 8, 1), 0, 255).astype(jnp.uint8)
+  labels = jnp.array([0, 1, 2, 0, 1, 2])
+  sharding = parallel.batch_sharding(parallel.make_mesh())
+  scanned = jax.jit(step_lib.make_train_chunk(step_lib.StepSpec(chunk_steps=5, **spec_kwargs),
+                                              sharding))
+  single = jax.jit(step_lib.make_train_chunk(step_lib.StepSpec(chunk_steps=1, **spec_kwargs),
+                                             sharding))
+  scan_state, scan_metrics = scanned(state, hparams, images, labels)
+  losses = []
+  for _ in range(5):
+    state, metrics = single(state, hparams, images, labels)
+    losses.append(metrics["loss"][0])
+  np.testing.assert_allclose(scan_metrics["loss"], losses, rtol=1e-5)
+  for a, b in zip(jax.tree.leaves(scan_state.params), jax.tree.leaves(state.params)):
+    np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)
+  assert int(scan_state.step) == int(state.step) == 5
