@@ -165,6 +165,22 @@ def run_sweep(module: ModuleType, config_path: str, workdir: str, use_vmap: bool
   start = time.perf_counter()
   runs = expand(module)
   groups = shard(group_runs(runs, use_vmap), *shard_spec)
+  record = {
+      "command": command,
+      "config": config_path,
+      "vmap": use_vmap,
+      "shard": f"{shard_spec[0]}/{shard_spec[1]}",
+      "runs_in_sweep": len(runs),
+      "runs_in_shard": sum(len(g) for g in groups),
+      "groups": len(groups),
+      "tuned": list(getattr(module, "TUNED", ())),
+      "baseline": getattr(module, "BASELINE", None),
+      "title": getattr(module, "TITLE", os.path.basename(config_path)),
+      "runs": [{"name": r.name, "overrides": r.overrides} for r in runs],
+  }
+  name = SWEEP_FILE if shard_spec[1] == 1 else f"sweep-shard{shard_spec[0]}of{shard_spec[1]}.json"
+  path = os.path.join(workdir, name)
+  _write_record(path, record)  # Written first too, so a killed sweep can still be reported.
   cache = CompileCache()
   trained = skipped = 0
   for group in groups:
@@ -174,29 +190,21 @@ def run_sweep(module: ModuleType, config_path: str, workdir: str, use_vmap: bool
     skipped += len(group) - sum(unfinished)
     loop.train_group([r.config for r in group], workdirs, cache, show_progress,
                      stop_on_nonfinite=False)
-  record = {
-      "command": command,
-      "config": config_path,
-      "vmap": use_vmap,
-      "shard": f"{shard_spec[0]}/{shard_spec[1]}",
-      "runs_in_sweep": len(runs),
-      "runs_in_shard": sum(len(g) for g in groups),
-      "groups": len(groups),
+  record.update({
       "runs_trained": trained,
       "runs_skipped_finished": skipped,
       "compilations": cache.compiles,
       "compile_s": cache.compile_seconds,
       "wall_s": time.perf_counter() - start,
-      "tuned": list(getattr(module, "TUNED", ())),
-      "baseline": getattr(module, "BASELINE", None),
-      "title": getattr(module, "TITLE", os.path.basename(config_path)),
-      "runs": [{"name": r.name, "overrides": r.overrides} for r in runs],
-  }
-  os.makedirs(workdir, exist_ok=True)
-  name = SWEEP_FILE if shard_spec[1] == 1 else f"sweep-shard{shard_spec[0]}of{shard_spec[1]}.json"
-  with open(os.path.join(workdir, name), "w") as f:
-    json.dump(record, f, indent=1, default=str)
+  })
+  _write_record(path, record)
   return record
+
+
+def _write_record(path: str, record: dict) -> None:
+  os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
+  with open(path, "w") as f:
+    json.dump(record, f, indent=1, default=str)
 
 
 def collect_records(workdir: str) -> tuple[dict, list[dict]]:
