@@ -58,3 +58,32 @@ def test_two_processes_on_loopback_match_one_process(tmp_path, data_dir):
   assert "| test |" in outputs[0][0]  # Only process 0 prints the table.
   np.testing.assert_allclose(losses(tmp_path / "single"), losses(tmp_path / "multi"),
                              rtol=2e-4, atol=1e-5)
+
+
+def test_vmapped_sweep_on_eight_devices_matches_one_device(tmp_path, data_dir):
+  from lowres_jax import sweep
+  config = tmp_path / "seeds.py"
+  config.write_text(
+      "import importlib.util\n"
+      f"spec = importlib.util.spec_from_file_location('tiny', {str(REPO / 'tests' / 'configs' / 'tiny_sweep.py')!r})\n"
+      "tiny = importlib.util.module_from_spec(spec); spec.loader.exec_module(tiny)\n"
+      "from lowres_jax.sweep import axis, product\n"
+      "TITLE, BASELINE = 'seeds', None\n"
+      "def get_config():\n"
+      "  c = tiny.get_config()\n"
+      "  c.init = ''\n"
+      "  return c\n"
+      "def get_sweep():\n"
+      "  return product(axis('optim.lr', (0.02, 0.05)), axis('seed', range(2)))\n")
+  for devices in (1, 8):
+    env = cpu_env(devices)
+    env.update(LOWRES_TEST_DATA_DIR=data_dir, LOWRES_TEST_CACHE_DIR=str(tmp_path / "cache"))
+    subprocess.run([sys.executable, "-m", "lowres_jax.sweep", f"--config={config}",
+                    f"--workdir={tmp_path / str(devices)}", "--vmap=true", "--progress=false"],
+                   cwd=REPO, env=env, check=True, capture_output=True, timeout=300)
+  _, one = sweep.collect_records(str(tmp_path / "1"))
+  _, eight = sweep.collect_records(str(tmp_path / "8"))
+  assert len(one) == len(eight) == 4
+  for a, b in zip(one, eight):
+    assert a["timing/runs_in_group"] == 4
+    np.testing.assert_allclose(a["test/loss"], b["test/loss"], rtol=1e-3)
