@@ -365,10 +365,28 @@ def write_report(records: Iterable[Record], out_prefix: str, command: str, title
   _ensure_parent(paths["markdown"])
   with open(paths["markdown"], "w") as f:
     f.write(format_markdown(rows, metric, command, title))
+    f.write(_split_sizes(records))
     f.write(_divergence_note(records))
   write_csv(rows, paths["csv"])
   plot_accuracy_vs_shots(rows, paths["plot"], metric)
   return paths
+
+
+def _split_sizes(records: Sequence[Record]) -> str:
+  """Which examples the numbers rest on: classes, and train / val / test sizes per run."""
+  lines = ["", "## Split sizes", ""]
+  for dataset in dict.fromkeys(r["dataset"] for r in records):
+    runs = [r for r in records if r["dataset"] == dataset and "num_train" in r]
+    if not runs:
+      continue
+    train = ", ".join(f"{shots}-shot: {n}" for shots, n in sorted(
+        {(r["shots"], r["num_train"]) for r in runs}))
+    vals = sorted({r["num_val"] for r in runs})
+    tests = sorted({r["num_test"] for r in runs})
+    lines.append(f"- {dataset}, classes {runs[0].get('classes')}: train examples per run "
+                 f"({train}); validation {', '.join(map(str, vals))} per run, drawn with the "
+                 f"seed; test {', '.join(map(str, tests))}, the same for every run.")
+  return "\n".join(lines) + "\n" if len(lines) > 3 else ""
 
 
 def _divergence_note(records: Sequence[Record]) -> str:

@@ -183,11 +183,14 @@ def run_sweep(module: ModuleType, config_path: str, workdir: str, use_vmap: bool
   _write_record(path, record)  # Written first too, so a killed sweep can still be reported.
   cache = CompileCache()
   trained = skipped = 0
-  for group in groups:
+  for index, group in enumerate(groups):
     workdirs = [os.path.join(workdir, r.name) for r in group]
     unfinished = [workdir_lib.read_summary(w) is None for w in workdirs]
     trained += sum(unfinished)
     skipped += len(group) - sum(unfinished)
+    if show_progress and any(unfinished):
+      print(f"sweep: group {index + 1}/{len(groups)}, {sum(unfinished)} run(s) to train, "
+            f"first {group[0].name}", flush=True)
     loop.train_group([r.config for r in group], workdirs, cache, show_progress,
                      stop_on_nonfinite=False)
   record.update({

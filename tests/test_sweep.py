@@ -110,6 +110,7 @@ def test_report_cli_writes_tables_from_a_sweep_dir(tmp_path, ablation, monkeypat
   markdown = (tmp_path / "out" / "table.md").read_text()
   assert "python -m lowres_jax.report" in markdown
   assert "| scratch |" in markdown and "| finetune |" in markdown and "Δ" in markdown
+  assert "train examples per run (10-shot: 50); validation 50 per run" in markdown
   assert (tmp_path / "out" / "table.png").stat().st_size > 1000
 
 
