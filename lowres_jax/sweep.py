@@ -64,6 +64,7 @@ class SweepRun:
   name: str
   overrides: Overrides
   config: ml_collections.ConfigDict
+  plan: Any  # The config read and validated (train.plan.RunPlan); grouping uses its static part.
 
 
 def load_ablation(path: str) -> ModuleType:
@@ -83,13 +84,15 @@ def expand(module: ModuleType) -> list[SweepRun]:
   if len(set(names)) != len(names):
     duplicates = sorted({n for n in names if names.count(n) > 1})
     raise ConfigError(f"get_sweep() lists the same run twice: {duplicates[:3]}")
-  runs = [SweepRun(n, o, apply_overrides(base, o)) for n, o in zip(names, overrides)]
   from lowres_jax.train.plan import read_plan
-  for run in runs:  # Every config error now, not hours into the grid.
-    try:
-      read_plan(run.config)
+  runs = []
+  for name, run_overrides in zip(names, overrides):
+    config = apply_overrides(base, run_overrides)
+    try:  # Every config error now, not hours into the grid.
+      plan = read_plan(config)
     except ConfigError as error:
-      raise ConfigError(f"sweep run {run.name}: {error}") from None
+      raise ConfigError(f"sweep run {name}: {error}") from None
+    runs.append(SweepRun(name, run_overrides, config, plan))
   return runs
 
 
@@ -129,12 +132,11 @@ def _value_text(value: Any) -> str:
 
 def group_runs(runs: Sequence[SweepRun], use_vmap: bool) -> list[list[SweepRun]]:
   """Groups of runs that can train stacked (one per run when ``use_vmap`` is off)."""
-  from lowres_jax.train.plan import read_plan
   if not use_vmap:
     return [[r] for r in runs]
   groups: dict[Any, list[SweepRun]] = {}
   for run in runs:
-    groups.setdefault(read_plan(run.config).static_part(), []).append(run)
+    groups.setdefault(run.plan.static_part(), []).append(run)
   return list(groups.values())
 
 

@@ -154,3 +154,11 @@ def test_local_launcher_runs_shards_in_parallel_then_reports(tmp_path, data_dir)
                 for f in shard_files)
   assert trained == 4
   assert "| scratch |" in (tmp_path / "report.md").read_text()
+
+
+def test_a_bad_run_fails_the_sweep_before_anything_trains(tmp_path, ablation, monkeypatch):
+  monkeypatch.setattr(ablation, "get_sweep", lambda: sweep.product(
+      sweep.axis("data.shots", (2, 0)), sweep.axis("seed", range(2))))
+  with pytest.raises(ValueError, match=r"sweep run shots=0,seed=0: .*positive count"):
+    sweep.run_sweep(ablation, TINY_SWEEP, str(tmp_path / "sweep"), show_progress=False)
+  assert not (tmp_path / "sweep").exists()

@@ -6,6 +6,7 @@ from typing import Any
 
 import flax.struct
 import jax
+import numpy as np
 
 
 @flax.struct.dataclass
@@ -19,7 +20,6 @@ class TrainState:
 
 def stack(states: list[Any]) -> Any:
   """Stacks per-run pytrees along a new leading axis: the axis a group of runs is vmapped over."""
-  import numpy as np
   return jax.tree.map(lambda *leaves: np.stack([np.asarray(l) for l in leaves]), *states)
 
 
