@@ -43,16 +43,20 @@ def base_config(dataset: str, classes, shots: int, model: dict, duration: str,
       name=dataset, data_dir="", classes=tuple(classes), shots=shots, val_per_class=10,
       train_split="train", test_split="test"))
   c.model = ml_collections.ConfigDict(model)
-  c.init = ""            # '' from scratch | 'source' (pretrain on config.source) | a workdir
+  # Where the weights come from (lowres_jax/weights/init.py): kind is 'scratch', 'source'
+  # (pretrain on config.source once, cached), 'workdir' (path: a lowres_jax run) or
+  # 'checkpoint' (path: a local file or directory, package:NAME, or hf:ORG/NAME). reinit and
+  # dont_load are regexes of variables kept at their fresh init instead of loaded.
+  c.init = ml_collections.ConfigDict(dict(kind="scratch", path="", reinit="^head/",
+                                          dont_load=""))
   c.source = ml_collections.ConfigDict()
-  c.reinit = "^head/"    # Params re-initialised instead of loaded (regex, first match).
   c.freeze = ""          # Params left untrained (regex): '^(?!head/)' is a linear probe.
   c.cache_dir = "./workdirs/cache"
   c.optim = ml_collections.ConfigDict(dict(
       name="sgd", lr=lr, momentum=0.9, weight_decay=1e-4, warmup=0.1, grad_clip=0.0))
   c.train = ml_collections.ConfigDict(dict(
       batch_size=batch_size, duration=duration, augment=augment, crop_pad=1,
-      label_smoothing=0.0))
+      label_smoothing=0.0, forward_mode="train"))
   c.eval = ml_collections.ConfigDict(dict(batch_size=256, every=100))
   c.log_every = 25
   c.checkpoint_every = 100
@@ -74,8 +78,11 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     steps, source_steps = 40, 60
   c = base_config("digits", TARGET_CLASSES, shots, model, f"{steps} steps", lr=0.02,
                   batch_size=32, augment=("crop",))
-  c.init = {"scratch": "", "source": "source"}.get(init, init)
-  c.method = "finetune" if c.init else "scratch"
+  if init in ("scratch", "source"):
+    c.init.kind = init
+  else:  # Any other value is a lowres_jax workdir to start from.
+    c.init.kind, c.init.path = "workdir", init
+  c.method = "scratch" if init == "scratch" else "finetune"
   source = base_config("digits", SOURCE_CLASSES, -1, model, f"{source_steps} steps", lr=0.05,
                        batch_size=64, augment=("crop",))
   source.data.val_per_class = 20

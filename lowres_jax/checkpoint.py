@@ -66,15 +66,16 @@ def restore_latest(manager: ocp.CheckpointManager, template: Any,
       + ". Delete the checkpoints folder to start the run afresh.")
 
 
-def load_params(workdir: str) -> Any:
-  """The params of the newest readable checkpoint of a finished or running workdir, as numpy."""
+def load_variables(workdir: str) -> dict[str, Any]:
+  """{'params': ..., other model collections} of a workdir's newest readable checkpoint."""
   directory = os.path.join(os.path.abspath(workdir), "checkpoints")
   if not os.path.isdir(directory):
     raise FileNotFoundError(f"{workdir} has no checkpoints/ folder to initialise from")
   manager = ocp.CheckpointManager(directory, options=ocp.CheckpointManagerOptions(create=False))
   for step in sorted(manager.all_steps(), reverse=True):
     try:
-      return manager.restore(step, args=ocp.args.StandardRestore())["params"]
+      state = manager.restore(step, args=ocp.args.StandardRestore())
+      return {"params": state["params"], **(state.get("model_state") or {})}
     except Exception as error:
       log.warning("checkpoint %d in %s is unreadable (%r); trying an earlier one",
                   step, directory, error)

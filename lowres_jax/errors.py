@@ -11,9 +11,12 @@ def user_error_types() -> tuple[type[BaseException], ...]:
   from lowres_jax import checkpoint
   from lowres_jax.config import ConfigError
   from lowres_jax.data import builders, fewshot, sources
-  from lowres_jax.train import loop, transfer
+  from lowres_jax.train import loop
+  from lowres_jax.weights import errors as weights_errors, init
+  # WeightsError covers a missing checkpoint, an unsafe pickle and an unreachable hub id.
   return (ConfigError, sources.DatasetError, builders.DatasetMissingError, fewshot.ShotsError,
-          loop.NonFiniteLossError, transfer.TransferError, checkpoint.NoUsableCheckpointError)
+          loop.NonFiniteLossError, init.InitError, weights_errors.WeightsError,
+          checkpoint.NoUsableCheckpointError)
 
 
 def run_with_clear_errors(entry: Callable[[], None]) -> None:

@@ -7,7 +7,7 @@ import pytest
 
 from lowres_jax.data import augment
 from lowres_jax.models import build_model
-from lowres_jax.train import optim
+from lowres_jax.train import hparams as hparams_lib, optim
 
 
 @pytest.mark.parametrize("name, kwargs", [
@@ -16,23 +16,23 @@ from lowres_jax.train import optim
     ("vit", dict(patch_size=4, hidden=8, depth=1, num_heads=2, mlp_dim=16))])
 def test_models_return_logits_and_pre_logits(name, kwargs):
   model = build_model(name, num_classes=3, **kwargs)
-  images = jax.random.normal(jax.random.PRNGKey(0), (2, 16, 16, 1))
-  params = model.init(jax.random.PRNGKey(1), images)["params"]
-  logits, out = model.apply({"params": params}, images)
+  batch = {"image": jax.random.uniform(jax.random.PRNGKey(0), (2, 16, 16, 1)) * 255}
+  params = model.init(jax.random.PRNGKey(1), batch)["params"]
+  logits, out = model.apply({"params": params}, batch)
   assert logits.shape == (2, 3)
   assert out["pre_logits"].ndim == 2 and out["pre_logits"].shape[0] == 2
   assert "head" in params and params["head"]["kernel"].shape[-1] == 3
 
 
 def test_unknown_model_lists_known_ones():
-  with pytest.raises(ValueError, match="known: \\['cnn', 'resnet', 'vit'\\]"):
+  with pytest.raises(ValueError, match="known: \\['cnn', 'efficientnet_lite', 'resnet', 'vit'\\]"):
     build_model("mlp", 3)
 
 
 def test_pad_crop_shifts_content_within_the_padding():
   image = jnp.arange(16, dtype=jnp.float32).reshape(1, 4, 4, 1) + 1
   images = jnp.repeat(image, 64, axis=0)
-  cropped = augment.random_pad_crop(jax.random.PRNGKey(0), images, pad=1)
+  cropped = augment.random_pad_crop(jax.random.PRNGKey(0), {"image": images}, {}, pad=1)["image"]
   assert cropped.shape == images.shape
   # Every crop is the image shifted by at most one pixel, zeros filling the border.
   shifts = set()
@@ -47,7 +47,7 @@ def test_pad_crop_shifts_content_within_the_padding():
 
 def test_flip_mirrors_about_half_of_the_images():
   images = jnp.tile(jnp.arange(4.0).reshape(1, 1, 4, 1), (200, 2, 1, 1))
-  flipped = np.asarray(augment.random_flip(jax.random.PRNGKey(0), images, 0))
+  flipped = np.asarray(augment.random_flip(jax.random.PRNGKey(0), {"image": images}, {})["image"])
   mirrored = (flipped[:, 0, 0, 0] == 3).mean()
   assert 0.35 < mirrored < 0.65
   assert set(flipped[:, 0, 0, 0]) == {0.0, 3.0}
@@ -97,25 +97,25 @@ def test_scanned_chunk_equals_repeated_single_steps():
   from lowres_jax.train import step as step_lib
   from lowres_jax.train.state import TrainState
   model = build_model("cnn", 3, width=4, depth=1, hidden=8)
-  params = model.init(jax.random.PRNGKey(0), jnp.zeros((1, 8, 8, 1)))["params"]
+  params = model.init(jax.random.PRNGKey(0), {"image": jnp.zeros((1, 8, 8, 1))})["params"]
   spec_kwargs = dict(model=model, optim=optim.OptimSpec("sgd", 0.9, 2, 10, 0.0, ""),
-                     batch_size=4, augment=("crop",), crop_pad=1)
-  tx = optim.build_optimizer(spec_kwargs["optim"], optim.placeholder_hparams(), params)
-  state = TrainState(step=jnp.zeros((), jnp.int32), params=params, opt_state=tx.init(params),
-                     rng=jax.random.PRNGKey(1))
+                     batch_size=4, augment=augment.AugmentSettings(("crop",), crop_pad=1))
+  tx = optim.build_optimizer(spec_kwargs["optim"], hparams_lib.placeholder(), params)
+  state = TrainState(step=jnp.zeros((), jnp.int32), params=params, model_state={},
+                     opt_state=tx.init(params), rng=jax.random.PRNGKey(1), extra={})
   hparams = {"lr": jnp.float32(0.1), "weight_decay": jnp.float32(1e-3),
              "label_smoothing": jnp.float32(0.1)}
   images = jax.random.randint(jax.random.PRNGKey(2), (6, 8, 8, 1), 0, 255).astype(jnp.uint8)
-  labels = jnp.array([0, 1, 2, 0, 1, 2])
+  examples = {"image": images, "label": jnp.array([0, 1, 2, 0, 1, 2])}
   sharding = parallel.batch_sharding(parallel.make_mesh())
   scanned = jax.jit(step_lib.make_train_chunk(step_lib.StepSpec(chunk_steps=5, **spec_kwargs),
                                               sharding))
   single = jax.jit(step_lib.make_train_chunk(step_lib.StepSpec(chunk_steps=1, **spec_kwargs),
                                              sharding))
-  scan_state, scan_metrics = scanned(state, hparams, images, labels)
+  scan_state, scan_metrics = scanned(state, hparams, examples)
   losses = []
   for _ in range(5):
-    state, metrics = single(state, hparams, images, labels)
+    state, metrics = single(state, hparams, examples)
     losses.append(metrics["loss"][0])
   np.testing.assert_allclose(scan_metrics["loss"], losses, rtol=1e-5)
   for a, b in zip(jax.tree.leaves(scan_state.params), jax.tree.leaves(state.params)):

@@ -5,14 +5,14 @@ import numpy as np
 import pytest
 
 from lowres_jax.data import fewshot
-from lowres_jax.data.sources import LabelledArrays
+from lowres_jax.data.sources import Examples
 
 
-def make_pool(per_class=(30, 30, 8)) -> LabelledArrays:
+def make_pool(per_class=(30, 30, 8)) -> Examples:
   labels = np.concatenate([np.full(n, c) for c, n in enumerate(per_class)]).astype(np.int32)
   ids = np.arange(len(labels), dtype=np.int64) * 7 + 3  # Ids need not be positions.
   images = np.zeros((len(labels), 2, 2, 1), np.uint8)
-  return LabelledArrays(images, labels, ids)
+  return Examples({"id": ids, "label": labels, "image": images})
 
 
 def test_manifest_is_deterministic_and_seed_dependent():

@@ -71,7 +71,7 @@ def test_vmapped_sweep_on_eight_devices_matches_one_device(tmp_path, data_dir):
       "TITLE, BASELINE = 'seeds', None\n"
       "def get_config():\n"
       "  c = tiny.get_config()\n"
-      "  c.init = ''\n"
+      "  c.init.kind = 'scratch'\n"
       "  return c\n"
       "def get_sweep():\n"
       "  return product(axis('optim.lr', (0.02, 0.05)), axis('seed', range(2)))\n")

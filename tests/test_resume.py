@@ -71,7 +71,7 @@ def test_sigkilled_vmapped_sweep_resumes_to_the_uninterrupted_result(tmp_path, d
       "TITLE, BASELINE = 'long', None\n"
       "def get_config():\n"
       "  c = tiny.get_config()\n"
-      "  c.init, c.train.duration, c.checkpoint_every = '', '300 steps', 20\n"
+      "  c.init.kind, c.train.duration, c.checkpoint_every = 'scratch', '300 steps', 20\n"
       "  return c\n"
       "def get_sweep():\n"
       "  return product(axis('optim.lr', (0.02, 0.05)), axis('seed', range(2)))\n")

@@ -20,7 +20,7 @@ def ablation(tmp_path, data_dir, monkeypatch):
   monkeypatch.setenv("LOWRES_TEST_DATA_DIR", data_dir)
   monkeypatch.setenv("LOWRES_TEST_CACHE_DIR", str(tmp_path / "cache"))
   module = sweep.load_ablation(TINY_SWEEP)
-  seeds_only = sweep.product([{"method": "finetune", "init": "source"}],
+  seeds_only = sweep.product([{"method": "finetune", "init.kind": "source"}],
                              sweep.axis("optim.lr", (0.02, 0.05)), sweep.axis("seed", range(2)))
   monkeypatch.setattr(module, "get_sweep", lambda: seeds_only)
   return module
@@ -99,7 +99,7 @@ def test_listed_command_reproduces_the_sweep_run(tmp_path, ablation, data_dir):
 
 
 def test_report_cli_writes_tables_from_a_sweep_dir(tmp_path, ablation, monkeypatch):
-  methods = [{"method": "scratch", "init": ""}, {"method": "finetune", "init": "source"}]
+  methods = [{"method": "scratch", "init.kind": "scratch"}, {"method": "finetune", "init.kind": "source"}]
   monkeypatch.setattr(ablation, "get_sweep",
                       lambda: sweep.product(methods, sweep.axis("seed", range(2))))
   sweep.run_sweep(ablation, TINY_SWEEP, str(tmp_path / "sweep"), show_progress=False)
@@ -116,7 +116,7 @@ def test_report_cli_writes_tables_from_a_sweep_dir(tmp_path, ablation, monkeypat
 
 def test_a_diverging_setting_is_recorded_and_not_selected(tmp_path, ablation, monkeypatch):
   monkeypatch.setattr(ablation, "get_sweep", lambda: sweep.product(
-      [{"method": "scratch", "init": "", "optim.warmup": 0.0}],
+      [{"method": "scratch", "init.kind": "scratch", "optim.warmup": 0.0}],
       sweep.axis("optim.lr", (0.02, 1e30)), sweep.axis("seed", range(2))))
   record = sweep.run_sweep(ablation, TINY_SWEEP, str(tmp_path / "sweep"), show_progress=False)
   assert record["runs_trained"] == 4 and record["groups"] == 1
@@ -142,7 +142,7 @@ def test_local_launcher_runs_shards_in_parallel_then_reports(tmp_path, data_dir)
       "from lowres_jax.sweep import axis, product\n"
       "get_config, TITLE, BASELINE = tiny.get_config, 'two groups', 'scratch'\n"
       "def get_sweep():\n"
-      "  return product([{'method': 'scratch', 'init': ''}], axis('data.shots', (2, 3)),\n"
+      "  return product([{'method': 'scratch', 'init.kind': 'scratch'}], axis('data.shots', (2, 3)),\n"
       "                 axis('seed', range(2)))\n")
   result = subprocess.run(["bash", "launch/local_shards.sh", str(config), str(tmp_path / "sweep"),
                            "2", str(tmp_path / "report")], cwd=REPO, env=env,

@@ -9,7 +9,8 @@ import pytest
 from conftest import tiny_config
 from lowres_jax.config import ConfigError
 from lowres_jax.data import builders, sources
-from lowres_jax.train import loop, transfer
+from lowres_jax.train import loop
+from lowres_jax.weights import init as init_lib
 from lowres_jax.train.compiled import CompileCache
 from lowres_jax.train.writer import read_jsonl
 
@@ -78,25 +79,27 @@ def test_transfer_pretrains_once_then_reuses_the_cached_source(tmp_path, data_di
   config.seed = 1
   summary = loop.run(config, str(tmp_path / "b"), show_progress=False)
   assert (source_dir / "summary.json").stat().st_mtime_ns == stamp
-  assert summary["init"] == "source"
+  assert summary["init"]["kind"] == "source"
 
 
 def test_init_from_a_workdir_with_another_model_fails_with_a_diff(tmp_path, data_dir):
   config = tiny_config(data_dir, str(tmp_path / "cache"))
   loop.run(config, str(tmp_path / "pretrained"), show_progress=False)
   config.model.width = 4
-  config.init = str(tmp_path / "pretrained")
-  with pytest.raises(transfer.TransferError, match=r"conv0_a/kernel: checkpoint \(3, 3, 1, 8\) vs model \(3, 3, 1, 4\)"):
+  config.init.kind, config.init.path = "workdir", str(tmp_path / "pretrained")
+  with pytest.raises(init_lib.InitError, match=r"conv0_a/kernel: checkpoint \(3, 3, 1, 8\) vs model \(3, 3, 1, 4\)"):
     loop.run(config, str(tmp_path / "run"), show_progress=False)
 
 
 def test_merge_pretrained_keeps_reinit_params_and_loads_the_rest():
   fresh = {"body": {"w": np.zeros((2, 2))}, "head": {"w": np.zeros((2, 3))}}
   loaded = {"body": {"w": np.ones((2, 2))}, "head": {"w": np.ones((2, 7))}}
-  merged = transfer.merge_pretrained(fresh, loaded, "^head/")
-  assert (merged["body"]["w"] == 1).all() and (merged["head"]["w"] == 0).all()
-  with pytest.raises(transfer.TransferError, match=r"missing from checkpoint: \['extra/b'\]"):
-    transfer.merge_pretrained({**fresh, "extra": {"b": np.zeros(1)}}, loaded, "^head/")
+  spec = init_lib.InitSpec(reinit="^head/")
+  merged = init_lib.merge({"params": fresh}, init_lib.flatten({"params": loaded}), spec)
+  assert (merged["params"]["body"]["w"] == 1).all() and (merged["params"]["head"]["w"] == 0).all()
+  with pytest.raises(init_lib.InitError, match=r"missing from checkpoint: \['params/extra/b'\]"):
+    init_lib.merge({"params": {**fresh, "extra": {"b": np.zeros(1)}}},
+                   init_lib.flatten({"params": loaded}), spec)
 
 
 def test_missing_fashion_mnist_files_name_the_install_command(tmp_path, monkeypatch):
@@ -148,7 +151,9 @@ def test_no_validation_examples_is_allowed(tmp_path, data_dir):
     ("data.test_split", "train", "test set would hold the training examples"),
     ("optim.name", "adagrad", "known: \\['adamw', 'sgd'\\]"),
     ("source.data.classes", (3, 4, 5), "overlap the task's classes"),
-    ("init", "/no/such/workdir", "neither"),
+    ("init", "/no/such/workdir", "must be a field group"),
+    ("init.kind", "chekpoint", "unknown \\(did you mean 'checkpoint'\\?\\)"),
+    ("init.reinit", "head(", "not a regex"),
 ])
 def test_bad_values_are_config_errors(tmp_path, data_dir, field, value, message):
   config = tiny_config(data_dir, str(tmp_path / "cache"), arg="tiny=1,init=source")
@@ -169,3 +174,22 @@ def test_a_run_that_failed_before_any_checkpoint_can_rerun_with_a_new_config(tmp
     loop.run(config, str(tmp_path / "run"), show_progress=False)
   config.optim.lr = 0.05
   assert "test/accuracy" in loop.run(config, str(tmp_path / "run"), show_progress=False)
+
+
+@pytest.mark.parametrize("kind, path, message", [
+    ("workdir", "/no/such/workdir", "not a workdir holding a checkpoints/ folder"),
+    ("checkpoint", "/no/such/file.pth", "no such file or directory"),
+    ("checkpoint", "", "needs config.init.path"),
+])
+def test_bad_init_paths_are_config_errors(tmp_path, data_dir, kind, path, message):
+  config = tiny_config(data_dir, str(tmp_path / "cache"))
+  config.init.kind, config.init.path = kind, path
+  with pytest.raises(ConfigError, match=message):
+    loop.run(config, str(tmp_path / "run"), show_progress=False)
+
+
+def test_unknown_init_field_is_a_config_error(tmp_path, data_dir):
+  config = tiny_config(data_dir, str(tmp_path / "cache"))
+  config.init.dontload = "pooler"
+  with pytest.raises(ConfigError, match="unknown field\\(s\\) \\['dontload'\\]"):
+    loop.run(config, str(tmp_path / "run"), show_progress=False)

@@ -15,9 +15,9 @@ transfer_basics = load_module(os.path.join(_HERE, "transfer_basics.py"))
 TITLE = "Benchmark grid (digits transfer, default learning rates)"
 BASELINE = "scratch"
 METHODS = [
-    {"method": "scratch", "init": "", "freeze": ""},
-    {"method": "linear_probe", "init": "source", "freeze": "^(?!head/)", "optim.lr": 0.1},
-    {"method": "finetune", "init": "source", "freeze": ""},
+    {"method": "scratch", "init.kind": "scratch", "freeze": ""},
+    {"method": "linear_probe", "init.kind": "source", "freeze": "^(?!head/)", "optim.lr": 0.1},
+    {"method": "finetune", "init.kind": "source", "freeze": ""},
 ]
 
 

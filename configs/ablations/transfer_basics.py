@@ -26,9 +26,9 @@ SHOTS = (1, 5, 10, 25)
 SEEDS = range(5)
 
 METHODS = {
-    "scratch": {"method": "scratch", "init": "", "freeze": ""},
-    "linear_probe": {"method": "linear_probe", "init": "source", "freeze": "^(?!head/)"},
-    "finetune": {"method": "finetune", "init": "source", "freeze": ""},
+    "scratch": {"method": "scratch", "init.kind": "scratch", "freeze": ""},
+    "linear_probe": {"method": "linear_probe", "init.kind": "source", "freeze": "^(?!head/)"},
+    "finetune": {"method": "finetune", "init.kind": "source", "freeze": ""},
 }
 # The same budget for every method: three learning rates, chosen on validation accuracy.
 LEARNING_RATES = {

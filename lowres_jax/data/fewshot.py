@@ -14,7 +14,7 @@ from typing import Sequence
 
 import numpy as np
 
-from lowres_jax.data.sources import LabelledArrays
+from lowres_jax.data.sources import Examples
 
 ALL_SHOTS = -1  # ``shots = -1`` trains on every example not held out for validation.
 
@@ -48,7 +48,7 @@ def ids_sha256(ids: Sequence[int]) -> str:
   return hashlib.sha256(",".join(str(int(i)) for i in ids).encode()).hexdigest()
 
 
-def draw_manifest(pool: LabelledArrays, dataset: str, classes: Sequence[int], shots: int,
+def draw_manifest(pool: Examples, dataset: str, classes: Sequence[int], shots: int,
                   val_per_class: int, seed: int) -> SplitManifest:
   """Draws ``shots`` training and ``val_per_class`` validation examples per class.
 
@@ -75,19 +75,19 @@ def draw_manifest(pool: LabelledArrays, dataset: str, classes: Sequence[int], sh
                        val_ids=tuple(val_ids))
 
 
-def select(pool: LabelledArrays, ids: Sequence[int], classes: Sequence[int]) -> LabelledArrays:
+def select(pool: Examples, ids: Sequence[int], classes: Sequence[int]) -> Examples:
   """The examples with these ids, labels remapped to positions in ``classes`` (0..C-1)."""
   positions = np.searchsorted(pool.ids, np.asarray(ids, dtype=np.int64))
   if len(ids) and not np.array_equal(pool.ids[positions], np.asarray(ids)):
     raise ValueError("split manifest names ids that are not in the dataset; was it rebuilt?")
   subset = pool.take(positions)
-  return dataclasses.replace(subset, labels=remap_labels(subset.labels, classes))
+  return subset.replace(label=remap_labels(subset.labels, classes))
 
 
-def restrict_to_classes(pool: LabelledArrays, classes: Sequence[int]) -> LabelledArrays:
+def restrict_to_classes(pool: Examples, classes: Sequence[int]) -> Examples:
   """All examples of the given classes (e.g. a test split), labels remapped to 0..C-1."""
   subset = pool.take(np.flatnonzero(np.isin(pool.labels, classes)))
-  return dataclasses.replace(subset, labels=remap_labels(subset.labels, classes))
+  return subset.replace(label=remap_labels(subset.labels, classes))
 
 
 def remap_labels(labels: np.ndarray, classes: Sequence[int]) -> np.ndarray:

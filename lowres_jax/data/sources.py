@@ -10,6 +10,7 @@ from __future__ import annotations
 import dataclasses
 import functools
 import os
+from typing import Mapping
 
 import numpy as np
 import tensorflow_datasets as tfds
@@ -22,17 +23,44 @@ class DatasetError(ValueError):
 
 
 @dataclasses.dataclass(frozen=True)
-class LabelledArrays:
-  """One split in memory: uint8 NHWC images, int labels and stable int example ids."""
-  images: np.ndarray
-  labels: np.ndarray
-  ids: np.ndarray
+class Examples:
+  """One split in memory as a dict of equally long arrays (DESIGN, spine v2).
+
+  Always ``id`` (stable int64 example ids) and ``label`` (int32), plus the inputs: ``image``
+  (uint8 NHWC) for images, ``input_ids`` and ``attention_mask`` for text, and later whatever a
+  method adds per example (teacher logits, soft labels). Sampling, padding, stacking runs and
+  sharding act on every leaf alike, so a new input kind needs no trainer change.
+  """
+  arrays: Mapping[str, np.ndarray]
+
+  def __post_init__(self):
+    missing = {"id", "label"} - set(self.arrays)
+    if missing:
+      raise ValueError(f"examples need {sorted(missing)} arrays; got {sorted(self.arrays)}")
+    lengths = {k: len(v) for k, v in self.arrays.items()}
+    if len(set(lengths.values())) > 1:
+      raise ValueError(f"example arrays differ in length: {lengths}")
 
   def __len__(self) -> int:
-    return len(self.labels)
+    return len(self.arrays["label"])
 
-  def take(self, positions: np.ndarray) -> "LabelledArrays":
-    return LabelledArrays(self.images[positions], self.labels[positions], self.ids[positions])
+  @property
+  def labels(self) -> np.ndarray:
+    return self.arrays["label"]
+
+  @property
+  def ids(self) -> np.ndarray:
+    return self.arrays["id"]
+
+  def inputs(self) -> dict[str, np.ndarray]:
+    """Every array a model or an augmentation may read (all of them but the ids)."""
+    return {k: v for k, v in self.arrays.items() if k != "id"}
+
+  def take(self, positions: np.ndarray) -> "Examples":
+    return Examples({k: v[positions] for k, v in self.arrays.items()})
+
+  def replace(self, **arrays: np.ndarray) -> "Examples":
+    return Examples({**self.arrays, **arrays})
 
 
 def resolve_data_dir(data_dir: str) -> str:
@@ -85,7 +113,7 @@ def _read_all(source) -> list[dict]:
 
 
 @functools.lru_cache(maxsize=16)
-def load_split(name: str, split: str, data_dir: str = "") -> LabelledArrays:
+def load_split(name: str, split: str, data_dir: str = "") -> Examples:
   """Reads one split of a dataset fully into memory, sorted by example id."""
   source = _data_source(name, split, resolve_data_dir(data_dir))
   records = _read_all(source)
@@ -98,8 +126,7 @@ def load_split(name: str, split: str, data_dir: str = "") -> LabelledArrays:
          else np.arange(len(records), dtype=np.int64))
   # TFDS shuffles records on disk; sorting by id makes every later step independent of that.
   order = np.argsort(ids, kind="stable")
-  arrays = LabelledArrays(images[order], labels[order], ids[order])
-  for array in (arrays.images, arrays.labels, arrays.ids):
+  examples = Examples({"id": ids[order], "label": labels[order], "image": images[order]})
+  for array in examples.arrays.values():
     array.setflags(write=False)  # Shared by every run in the process through the cache.
-  return arrays
-
+  return examples

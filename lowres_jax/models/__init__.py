@@ -1,21 +1,34 @@
-"""Models by name. Each returns ``(logits, {"pre_logits": features, ...})``.
+"""Models by name, and the converters that load foreign checkpoints into them.
 
-The classifier is always a Dense named ``head`` so transfer code can re-initialise it by the
-regex ``^head/`` whatever the backbone.
+Every model is called as ``model.apply(variables, batch, train=...)`` on a batch dict, reads the
+entries it needs (``image``; ``input_ids`` and ``attention_mask``), preprocesses them itself,
+and returns ``(logits, {"pre_logits": features, ...named intermediates})``. The classifier is
+always a Dense named ``head`` so transfer code can re-initialise it by the regex ``^head/``
+whatever the backbone.
+
+A converter maps a checkpoint's tensors (numpy, by their own names) to this codebase's
+collection-prefixed variable names, returning the source names it could not place.
 """
 
 from __future__ import annotations
 
-from typing import Any, Callable
+from typing import Any, Callable, Mapping
 
 import flax.linen as nn
+import numpy as np
 
-from lowres_jax.models import cnn, resnet, vit
+from lowres_jax.models import cnn, efficientnet, resnet, vit
 
 MODELS: dict[str, Callable[..., nn.Module]] = {
     "cnn": cnn.SmallCNN,
     "resnet": resnet.ResNet,
     "vit": vit.ViT,
+    "efficientnet_lite": efficientnet.EfficientNetLite,
+}
+
+
+# model name -> converter for the foreign checkpoints it loads (config.init.kind='checkpoint').
+CONVERTERS: dict[str, Callable[[Mapping[str, np.ndarray]], tuple[dict, list[str]]]] = {
 }
 
 

@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
+from typing import Mapping
+
 import flax.linen as nn
 import jax
+
+from lowres_jax.models.inputs import prepare_images
 
 
 class SmallCNN(nn.Module):
@@ -13,11 +17,15 @@ class SmallCNN(nn.Module):
   width: int = 32
   depth: int = 2
   hidden: int = 128
+  channels: int = 0      # 0 takes the data's channels as they come.
+  pixel_mean: float = 127.5  # Pixels to [-1, 1].
+  pixel_std: float = 127.5
 
   @nn.compact
-  def __call__(self, images: jax.Array, train: bool = False):
+  def __call__(self, batch: Mapping[str, jax.Array], train: bool = False):
     del train  # No dropout or batch statistics: the step is the same in train and eval.
-    x = images
+    x = prepare_images(batch["image"], channels=self.channels, mean=self.pixel_mean,
+                       std=self.pixel_std)
     for block in range(self.depth):
       features = self.width * 2**block
       x = nn.relu(nn.Conv(features, (3, 3), name=f"conv{block}_a")(x))

@@ -6,11 +6,13 @@ tiny fine-tuning batches behave like large ones and the model is a pure function
 
 from __future__ import annotations
 
-from typing import Sequence
+from typing import Mapping, Sequence
 
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
+
+from lowres_jax.models.inputs import prepare_images
 
 
 class StdConv(nn.Conv):
@@ -51,9 +53,15 @@ class ResNet(nn.Module):
   stage_sizes: Sequence[int] = (1, 1, 1)
   groups: int = 8
 
+  channels: int = 0      # 0 takes the data's channels as they come.
+  pixel_mean: float = 127.5  # Pixels to [-1, 1].
+  pixel_std: float = 127.5
+
   @nn.compact
-  def __call__(self, images: jax.Array, train: bool = False):
+  def __call__(self, batch: Mapping[str, jax.Array], train: bool = False):
     del train
+    images = prepare_images(batch["image"], channels=self.channels, mean=self.pixel_mean,
+                            std=self.pixel_std)
     x = StdConv(self.width, (3, 3), use_bias=False, name="stem")(images)
     for stage, num_blocks in enumerate(self.stage_sizes):
       for block in range(num_blocks):

@@ -26,14 +26,21 @@ class Evaluator:
   mesh: Mesh
   cache: CompileCache
 
-  def logits(self, params, images: np.ndarray, shared: bool) -> np.ndarray:
-    """``images``: (N, H, W, C) if ``shared`` else (S, N, H, W, C). Returns (S, N, classes)."""
+  def logits(self, variables, inputs: dict[str, np.ndarray], shared: bool) -> np.ndarray:
+    """``inputs``: arrays of (N, ...) if ``shared`` else (S, N, ...). Returns (S, N, classes).
+
+    ``variables`` are the stacked runs' {'params', ...model state}.
+    """
     example_axis = 0 if shared else 1
-    num = images.shape[example_axis]
+    num = jax.tree.leaves(inputs)[0].shape[example_axis]
     padded_num = -(-num // self.batch_size) * self.batch_size
-    padding = [(0, 0)] * images.ndim
-    padding[example_axis] = (0, padded_num - num)
-    images = np.pad(images, padding)
+
+    def pad(array):
+      padding = [(0, 0)] * array.ndim
+      padding[example_axis] = (0, padded_num - num)
+      return np.pad(array, padding)
+
+    inputs = {k: pad(v) for k, v in inputs.items()}
     sharding = parallel.batch_sharding(self.mesh, leading_unsharded=example_axis)
     replicated = parallel.replicated(self.mesh)
     jitted = jax.jit(step_lib.vmap_over_runs(step_lib.make_eval_logits(self.model),
@@ -41,13 +48,14 @@ class Evaluator:
                      in_shardings=(replicated, sharding), out_shardings=replicated)
 
     def batch(start: int):  # Placed one at a time: a large split never sits on device whole.
-      return parallel.put(np.take(images, np.arange(start, start + self.batch_size),
-                                  axis=example_axis), sharding)
+      rows = np.arange(start, start + self.batch_size)
+      return parallel.put({k: np.take(v, rows, axis=example_axis) for k, v in inputs.items()},
+                          sharding)
 
     first = batch(0)
     compiled = self.cache.get("eval_logits", (self.model, shared, parallel.mesh_key(self.mesh)),
-                              jitted, params, first)
-    outputs = [parallel.fetch(compiled(params, first if start == 0 else batch(start)))
+                              jitted, variables, first)
+    outputs = [parallel.fetch(compiled(variables, first if start == 0 else batch(start)))
                for start in range(0, padded_num, self.batch_size)]
     return np.concatenate(outputs, axis=1)[:, :num]  # The mask: padding rows are dropped.
 

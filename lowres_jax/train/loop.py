@@ -22,13 +22,14 @@ from lowres_jax import checkpoint, parallel
 from lowres_jax.config import config_hash, duration_to_steps
 from lowres_jax.data import augment, fewshot, sources
 from lowres_jax.models import build_model
-from lowres_jax.train import optim, step as step_lib, transfer
+from lowres_jax.train import hparams as hparams_lib, optim, step as step_lib
 from lowres_jax.train.compiled import CompileCache
 from lowres_jax.train.evaluate import Evaluator, split_metrics
-from lowres_jax.train.plan import INIT_SOURCE, RunPlan, read_plan
+from lowres_jax.train.plan import RunPlan, read_plan
 from lowres_jax.train.progress import Progress
 from lowres_jax.train import workdir as workdir_lib
-from lowres_jax.train.state import TrainState, stack
+from lowres_jax.train.state import TrainState, split_variables, stack
+from lowres_jax.weights import init as init_lib
 from lowres_jax.train.writer import MetricsWriter
 
 log = logging.getLogger(__name__)
@@ -61,7 +62,7 @@ def train_group(configs: Sequence[ml_collections.ConfigDict], workdirs: Sequence
   plans = [read_plan(c) for c in configs]
   if len({p.static_part() for p in plans}) != 1:
     raise ValueError("runs in a group must differ only in seed, method label and traced "
-                     "hyperparameters (optim.lr, optim.weight_decay, train.label_smoothing)")
+                     f"hyperparameters ({', '.join(hparams_lib.config_keys())})")
   for config, workdir in zip(configs, workdirs):
     workdir_lib.check_same_config(config, workdir)
   summaries = [workdir_lib.read_summary(w) for w in workdirs]
@@ -80,9 +81,9 @@ def train_group(configs: Sequence[ml_collections.ConfigDict], workdirs: Sequence
 class _Task:
   """What a group of runs trains on and with: data per run, shared test set, model, optimizer."""
   manifests: list
-  trains: list[sources.LabelledArrays]
-  vals: list[sources.LabelledArrays]
-  test: sources.LabelledArrays
+  trains: list[sources.Examples]
+  vals: list[sources.Examples]
+  test: sources.Examples
   num_classes: int
   total_steps: int
   model: Any
@@ -122,9 +123,10 @@ def _train_unfinished(configs, plans: list[RunPlan], workdirs: list[str], cache:
   plan = plans[0]
   mesh = parallel.make_mesh()
   task = _prepare_task(configs, plans, workdirs)
-  pretrained = _pretrained_params(plan, cache, show_progress)
-  initial = [_initial_state(task.model, task.optim_spec, p, task.trains[0].images[:1],
-                            pretrained) for p in plans]
+  pretrained = init_lib.load(plan.init, plan.model_name,
+                             lambda: _ensure_source_trained(plan, cache, show_progress))
+  sample = {k: v[:1] for k, v in task.trains[0].inputs().items()}
+  initial = [_initial_state(task.model, task.optim_spec, p, sample, pretrained) for p in plans]
   managers = [checkpoint.make_manager(w, plan.keep_checkpoints) for w in workdirs]
   start_step, states = workdir_lib.restore_or_start(managers, initial)
   writers = ([MetricsWriter(w, start_step) for w in workdirs]
@@ -138,7 +140,7 @@ def _train_unfinished(configs, plans: list[RunPlan], workdirs: list[str], cache:
       plans, task, parallel.put_replicated(stack(states), mesh), start_step, mesh, cache,
       evaluator, writers, managers, progress, workdirs, stop_on_nonfinite)
 
-  final = _final_metrics(evaluator, state.params, task.vals, task.test, task.num_classes)
+  final = _final_metrics(evaluator, state.variables(), task.vals, task.test, task.num_classes)
   for i in diverged:
     final[i] = {}  # A diverged model's predictions are meaningless; report none.
   for i, writer in enumerate(writers):
@@ -155,7 +157,7 @@ def _train_unfinished(configs, plans: list[RunPlan], workdirs: list[str], cache:
       "runs_in_group": len(plans),
       "resumed_from_step": start_step,
   }
-  param_counts = {"model/params": int(sum(p.size for p in jax.tree.leaves(initial[0].params))),
+  param_counts = {"model/params": int(sum(np.size(p) for p in jax.tree.leaves(initial[0].params))),
                   "model/trainable_params": optim.count_trainable(initial[0].params, plan.freeze)}
   summaries = []
   for i, (p, manifest, workdir) in enumerate(zip(plans, task.manifests, workdirs)):
@@ -178,9 +180,8 @@ def _run_steps(plans: list[RunPlan], task: _Task, state, step: int, mesh, cache:
   """
   plan = plans[0]
   hparams = parallel.put_replicated(
-      stack([{k: np.float32(v) for k, v in p.hparams().items()} for p in plans]), mesh)
-  images = parallel.put_replicated(np.stack([t.images for t in task.trains]), mesh)
-  labels = parallel.put_replicated(np.stack([t.labels for t in task.trains]), mesh)
+      stack([hparams_lib.as_arrays(p.hparams()) for p in plans]), mesh)
+  examples = parallel.put_replicated(stack([t.inputs() for t in task.trains]), mesh)
   train_seconds = 0.0
   diverged = {i: step for i, step in enumerate(map(workdir_lib.read_diverged, workdirs))
               if step is not None}
@@ -188,12 +189,13 @@ def _run_steps(plans: list[RunPlan], task: _Task, state, step: int, mesh, cache:
     chunk = min(plan.log_every, task.total_steps - step)
     per_call = min(step_lib.steps_per_call(plan.log_every), chunk)
     spec = step_lib.StepSpec(task.model, task.optim_spec, plan.batch_size, per_call,
-                             plan.augment, plan.crop_pad)
-    compiled = _compiled_chunk(spec, mesh, cache, state, hparams, images, labels)
+                             augment.AugmentSettings(plan.augment, plan.crop_pad),
+                             plan.forward_mode)
+    compiled = _compiled_chunk(spec, mesh, cache, state, hparams, examples)
     chunk_start = time.perf_counter()
     outputs = []
     for _ in range(chunk // per_call):
-      state, call_metrics = compiled(state, hparams, images, labels)
+      state, call_metrics = compiled(state, hparams, examples)
       outputs.append(call_metrics)
     metrics = jax.tree.map(lambda *m: np.concatenate(m, axis=1), *parallel.fetch(outputs))
     train_seconds += time.perf_counter() - chunk_start
@@ -204,7 +206,7 @@ def _run_steps(plans: list[RunPlan], task: _Task, state, step: int, mesh, cache:
                           "train/learning_rate": float(metrics["lr"][i, -1])})
     progress.update(step, float(np.nanmean(metrics["loss"][:, -1])))
     if plan.eval_every and step % plan.eval_every == 0 and step < task.total_steps:
-      _log_validation(evaluator, state.params, task.vals, task.num_classes, step, writers)
+      _log_validation(evaluator, state.variables(), task.vals, task.num_classes, step, writers)
     if step == task.total_steps or (plan.checkpoint_every and step % plan.checkpoint_every == 0):
       workdir_lib.save_all(managers, state, step)
   progress.close()
@@ -219,28 +221,23 @@ def _compiled_chunk(spec, mesh, cache, *args):
   return cache.get("train_chunk", (spec, parallel.mesh_key(mesh)), jitted, *args)
 
 
-def _initial_state(model, optim_spec: optim.OptimSpec, plan: RunPlan, sample: np.ndarray,
-                   pretrained: Any | None) -> TrainState:
+def _initial_state(model, optim_spec: optim.OptimSpec, plan: RunPlan, sample: dict,
+                   pretrained: init_lib.Loaded | None) -> TrainState:
   init_key, train_key = jax.random.split(jax.random.PRNGKey(plan.seed))
-  params = jax.device_get(_init_params(model, init_key, step_lib.preprocess(sample)))
+  variables = jax.device_get(_init_variables(model, init_key, sample))
   if pretrained is not None:
-    params = transfer.merge_pretrained(params, pretrained, plan.reinit)
-  tx = optim.build_optimizer(optim_spec, optim.placeholder_hparams(), params)
-  return TrainState(step=np.zeros((), np.int32), params=params, opt_state=jax.device_get(tx.init(params)),
-                    rng=np.asarray(train_key))
+    variables = init_lib.merge(variables, pretrained.variables, plan.init, pretrained.unused)
+  params, model_state = split_variables(variables)
+  tx = optim.build_optimizer(optim_spec, hparams_lib.placeholder(), params)
+  return TrainState(step=np.zeros((), np.int32), params=params, model_state=model_state,
+                    opt_state=jax.device_get(tx.init(params)), rng=np.asarray(train_key),
+                    extra={})
 
 
 @functools.partial(jax.jit, static_argnums=0)
-def _init_params(model, key, sample):
-  return model.init(key, sample)["params"]
-
-
-def _pretrained_params(plan: RunPlan, cache: CompileCache, show_progress: bool) -> Any | None:
-  if not plan.init:
-    return None
-  if plan.init == INIT_SOURCE:
-    return checkpoint.load_params(_ensure_source_trained(plan, cache, show_progress))
-  return checkpoint.load_params(plan.init)
+def _init_variables(model, key, sample):
+  params_key, dropout_key = jax.random.split(key)
+  return model.init({"params": params_key, "dropout": dropout_key}, sample, train=False)
 
 
 def _ensure_source_trained(plan: RunPlan, cache: CompileCache, show_progress: bool) -> str:
@@ -248,7 +245,7 @@ def _ensure_source_trained(plan: RunPlan, cache: CompileCache, show_progress: bo
   source_config = plan.source
   workdir = os.path.join(os.path.expanduser(plan.cache_dir),
                          f"source-{source_config.data.name}-{config_hash(source_config)}")
-  with transfer.exclusive(workdir, enabled=jax.process_count() == 1):
+  with workdir_lib.exclusive(workdir, enabled=jax.process_count() == 1):
     if workdir_lib.read_summary(workdir) is None:
       log.info("pretraining the source model into %s (cached for later runs)", workdir)
       train_group([source_config], [workdir], cache, show_progress)
@@ -273,21 +270,21 @@ def _record_nonfinite(losses: np.ndarray, first_step: int, workdirs: Sequence[st
                                {"step": step})
 
 
-def _log_validation(evaluator, params, vals, num_classes, step, writers) -> None:
+def _log_validation(evaluator, variables, vals, num_classes, step, writers) -> None:
   if not len(vals[0]):  # val_per_class = 0: nothing to validate on.
     return
-  logits = evaluator.logits(params, np.stack([v.images for v in vals]), shared=False)
+  logits = evaluator.logits(variables, stack([v.inputs() for v in vals]), shared=False)
   for i, writer in enumerate(writers):
     writer.write(step, split_metrics(logits[i], vals[i].labels, num_classes, "val"))
 
 
-def _final_metrics(evaluator, params, vals, test, num_classes) -> list[dict]:
+def _final_metrics(evaluator, variables, vals, test, num_classes) -> list[dict]:
   results = [{} for _ in vals]
   if len(vals[0]):
-    val_logits = evaluator.logits(params, np.stack([v.images for v in vals]), shared=False)
+    val_logits = evaluator.logits(variables, stack([v.inputs() for v in vals]), shared=False)
     for i, val in enumerate(vals):
       results[i].update(split_metrics(val_logits[i], val.labels, num_classes, "val"))
-  test_logits = evaluator.logits(params, test.images, shared=True)
+  test_logits = evaluator.logits(variables, test.inputs(), shared=True)
   for i in range(len(vals)):
     results[i].update(split_metrics(test_logits[i], test.labels, num_classes, "test"))
   return results
@@ -297,7 +294,7 @@ def _summary(plan: RunPlan, manifest, total_steps, num_test, final, timing) -> d
   return {
       "method": plan.method, "seed": plan.seed, "dataset": plan.dataset,
       "classes": list(plan.classes), "shots": plan.shots, "model": plan.model_name,
-      "init": plan.init, "hparams": plan.hparams(), "steps": total_steps,
+      "init": dataclasses.asdict(plan.init), "hparams": plan.hparams(), "steps": total_steps,
       "num_train": len(manifest.train_ids), "num_val": len(manifest.val_ids),
       "num_test": num_test, "train_sha256": fewshot.ids_sha256(manifest.train_ids),
       **final, **{TIMING_PREFIX + k: v for k, v in timing.items()},

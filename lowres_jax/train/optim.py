@@ -13,7 +13,6 @@ import re
 from typing import Any
 
 import jax
-import jax.numpy as jnp
 import optax
 from flax import traverse_util
 
@@ -83,8 +82,3 @@ def count_trainable(params: Any, freeze: str) -> int:
   labels = path_labels(params, freeze, False, True)
   return int(sum(p.size for p, train in zip(jax.tree.leaves(params), jax.tree.leaves(labels))
                  if train))
-
-
-def placeholder_hparams() -> dict[str, jax.Array]:
-  """Any values will do to initialise an optimizer state; only its structure matters."""
-  return {"lr": jnp.float32(0.0), "weight_decay": jnp.float32(0.0)}

@@ -7,7 +7,6 @@ code reads before it spends a second training. The rest of the trainer sees only
 from __future__ import annotations
 
 import dataclasses
-import os
 from typing import Any
 
 import ml_collections
@@ -16,10 +15,10 @@ from lowres_jax.config import ConfigError, TrackedConfig
 from lowres_jax.data.augment import AUGMENTATIONS
 from lowres_jax.data.fewshot import ALL_SHOTS
 from lowres_jax.models import MODELS
+from lowres_jax.train import hparams as hparams_lib
 from lowres_jax.train.optim import OPTIMIZERS
-
-INIT_SCRATCH = ""
-INIT_SOURCE = "source"
+from lowres_jax.train.step import FORWARD_MODES
+from lowres_jax.weights.init import InitError, InitSpec
 
 
 @dataclasses.dataclass(frozen=True)
@@ -27,9 +26,7 @@ class RunPlan:
   # What varies between runs that share a compiled step (traced values, or labels).
   seed: int
   method: str
-  lr: float
-  weight_decay: float
-  label_smoothing: float
+  traced: tuple[tuple[str, float], ...]  # (name, value) for each key of hparams.TRACED.
   # Data.
   dataset: str
   data_dir: str
@@ -41,9 +38,8 @@ class RunPlan:
   # Model and where its weights come from.
   model_name: str
   model_kwargs: tuple[tuple[str, Any], ...]
-  init: str
+  init: InitSpec
   source: ml_collections.ConfigDict | None
-  reinit: str
   cache_dir: str
   # Optimisation.
   optimizer: str
@@ -55,6 +51,7 @@ class RunPlan:
   duration: str | int
   augment: tuple[str, ...]
   crop_pad: int
+  forward_mode: str
   # Evaluation, logging, checkpoints.
   eval_batch_size: int
   eval_every: int
@@ -64,12 +61,11 @@ class RunPlan:
 
   def static_part(self) -> "RunPlan":
     """The plan with per-run values blanked: runs with equal static parts can run stacked."""
-    return dataclasses.replace(self, seed=0, method="", lr=0.0, weight_decay=0.0,
-                               label_smoothing=0.0)
+    return dataclasses.replace(self, seed=0, method="",
+                               traced=tuple((name, 0.0) for name, _ in self.traced))
 
   def hparams(self) -> dict[str, float]:
-    return {"lr": self.lr, "weight_decay": self.weight_decay,
-            "label_smoothing": self.label_smoothing}
+    return dict(self.traced)
 
   def __hash__(self):  # ConfigDicts are unhashable; the source is identified by its content.
     return hash(dataclasses.astuple(dataclasses.replace(self, source=None))
@@ -83,16 +79,15 @@ def _tuple(value: Any) -> tuple:
 def read_plan(config: ml_collections.ConfigDict, reads: set[str] | None = None) -> RunPlan:
   """Reads every field of a run config; raises ConfigError for any field left unread."""
   c = TrackedConfig(config, reads)
-  init = c.init
+  init = _read_init(c)
   source = None
-  if init == INIT_SOURCE:
+  if init.kind == "source":
     source = ml_collections.ConfigDict(c.source.to_dict())
   elif "source" in c:
-    c.source.mark_all_read()  # Documented: only an init='source' run uses the source config.
+    c.source.mark_all_read()  # Documented: only an init.kind='source' run uses it.
   plan = RunPlan(
       seed=int(c.seed), method=str(c.method),
-      lr=float(c.optim.lr), weight_decay=float(c.optim.weight_decay),
-      label_smoothing=float(c.train.label_smoothing),
+      traced=tuple((name, float(_dotted(c, key))) for name, key in hparams_lib.TRACED.items()),
       dataset=c.data.name, data_dir=c.data.data_dir,
       classes=tuple(int(k) for k in _tuple(c.data.classes)), shots=int(c.data.shots),
       val_per_class=int(c.data.val_per_class), train_split=c.data.train_split,
@@ -100,18 +95,39 @@ def read_plan(config: ml_collections.ConfigDict, reads: set[str] | None = None) 
       model_name=c.model.name,
       model_kwargs=tuple(sorted((k, _freeze(v)) for k, v in c.model.to_dict().items()
                                 if k != "name")),
-      init=init, source=source, reinit=c.reinit, cache_dir=c.cache_dir,
+      init=init, source=source, cache_dir=c.cache_dir,
       optimizer=c.optim.name, momentum=float(c.optim.momentum), warmup=float(c.optim.warmup),
       grad_clip=float(c.optim.grad_clip), freeze=c.freeze,
       batch_size=int(c.train.batch_size), duration=c.train.duration,
       augment=tuple(_tuple(c.train.augment)) if c.train.augment else (),
-      crop_pad=int(c.train.crop_pad),
+      crop_pad=int(c.train.crop_pad), forward_mode=c.train.forward_mode,
       eval_batch_size=int(c.eval.batch_size), eval_every=int(c.eval.every),
       log_every=int(c.log_every), checkpoint_every=int(c.checkpoint_every),
       keep_checkpoints=int(c.keep_checkpoints))
   c.assert_all_read()
   _validate(plan)
   return plan
+
+
+def _dotted(config: TrackedConfig, key: str) -> Any:
+  for part in key.split("."):
+    config = getattr(config, part)
+  return config
+
+
+def _read_init(c: TrackedConfig) -> InitSpec:
+  if not isinstance(c.init, TrackedConfig):
+    raise ConfigError(
+        f"config.init = {c.init!r} must be a field group: init.kind (scratch | source | "
+        "workdir | checkpoint), init.path, init.reinit, init.dont_load")
+  fields = {f.name for f in dataclasses.fields(InitSpec)}
+  unknown = sorted(set(c.init.to_dict()) - fields)
+  if unknown:
+    raise ConfigError(f"config.init has unknown field(s) {unknown}; known: {sorted(fields)}")
+  try:
+    return InitSpec(**{name: getattr(c.init, name) for name in c.init.to_dict()})
+  except InitError as error:
+    raise ConfigError(str(error)) from None
 
 
 def _freeze(value: Any) -> Any:
@@ -142,19 +158,17 @@ def _validate(plan: RunPlan) -> None:
     raise ConfigError(f"config.data.train_split and test_split are both {plan.test_split!r}: "
                       "the test set would hold the training examples")
   _check_named(plan.optimizer, OPTIMIZERS, "config.optim.name")
+  _check_named(plan.forward_mode, FORWARD_MODES, "config.train.forward_mode")
   _check_named(plan.model_name, MODELS, "config.model.name")
   for name in plan.augment:
     _check_named(name, AUGMENTATIONS, "config.train.augment")
-  if plan.init == INIT_SOURCE:
+  if plan.init.kind == "source":
     source_dataset, source_classes = plan.source.data.name, set(_tuple(plan.source.data.classes))
     if source_dataset == plan.dataset and source_classes & set(plan.classes):
       raise ConfigError(
           f"source classes {sorted(source_classes)} overlap the task's classes "
           f"{list(plan.classes)} on {plan.dataset}: the source model would have trained on "
           "the task's validation and test classes. Use disjoint classes.")
-  elif plan.init and not os.path.isdir(os.path.join(plan.init, "checkpoints")):
-    raise ConfigError(f"config.init = {plan.init!r} is neither '' (scratch), 'source', nor a "
-                      "workdir holding a checkpoints/ folder")
 
 
 def _check_named(name: str, known, key: str) -> None:

@@ -11,11 +11,29 @@ import numpy as np
 
 @flax.struct.dataclass
 class TrainState:
-  """Everything a step reads and writes. ``rng`` is a raw uint32 key so orbax can save it."""
+  """Everything a step reads and writes. ``rng`` is a raw uint32 key so orbax can save it.
+
+  ``model_state`` holds the model's variable collections other than params (BatchNorm's
+  ``batch_stats``; later quantisation statistics), updated by the forward pass in training and
+  read in evaluation. ``extra`` is the slot for a method's own state (EMA weights, pruning
+  masks); both are ``{}`` when unused.
+  """
   step: jax.Array
   params: Any
+  model_state: Any
   opt_state: Any
   rng: jax.Array
+  extra: Any
+
+  def variables(self) -> dict[str, Any]:
+    """What ``model.apply`` takes: params plus the other collections."""
+    return {"params": self.params, **self.model_state}
+
+
+def split_variables(variables: dict[str, Any]) -> tuple[Any, dict[str, Any]]:
+  """{'params': p, 'batch_stats': s, ...} -> (p, {'batch_stats': s, ...})."""
+  rest = {k: v for k, v in variables.items() if k != "params"}
+  return variables["params"], rest
 
 
 def stack(states: list[Any]) -> Any:

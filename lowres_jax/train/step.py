@@ -2,7 +2,8 @@
 
 Every function here takes one run's values and is vmapped over the leading "runs" axis, so a
 single run (a stack of one) and a group of seeds or hyperparameter settings share one code path
-and one compiled program per shape.
+and one compiled program per shape. Batches are dicts of arrays; the model reads the entries it
+needs and owns their preprocessing, so nothing here is specific to images or text.
 """
 
 from __future__ import annotations
@@ -12,13 +13,14 @@ from typing import Callable, Sequence
 
 import flax.linen as nn
 import jax
-import jax.numpy as jnp
 import optax
 from jax.sharding import NamedSharding
 
 from lowres_jax.data import augment
 from lowres_jax.train import losses, optim
 from lowres_jax.train.state import TrainState
+
+FORWARD_MODES = ("train", "eval")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -28,17 +30,15 @@ class StepSpec:
   optim: optim.OptimSpec
   batch_size: int
   chunk_steps: int  # Steps per device call: 1 on CPU (see ``chunk`` below).
-  augment: tuple[str, ...]
-  crop_pad: int
+  augment: augment.AugmentSettings
+  # 'train': dropout on, BatchNorm normalises with batch statistics and updates its running
+  # ones. 'eval': the forward pass of training runs in inference mode (running statistics
+  # used and kept, no dropout): the usual choice for a linear probe of a BatchNorm backbone.
+  forward_mode: str = "train"
 
 
 def steps_per_call(log_every: int) -> int:
   return 1 if jax.default_backend() == "cpu" else log_every
-
-
-def preprocess(images: jax.Array) -> jax.Array:
-  """uint8 pixels to floats in [-1, 1]."""
-  return images.astype(jnp.float32) * (2.0 / 255.0) - 1.0
 
 
 def sample_batch_indices(key: jax.Array, num_examples: int, batch_size: int) -> jax.Array:
@@ -46,50 +46,68 @@ def sample_batch_indices(key: jax.Array, num_examples: int, batch_size: int) -> 
   return jax.random.choice(key, num_examples, (batch_size,), replace=batch_size > num_examples)
 
 
+def apply_model(model: nn.Module, params, model_state: dict, batch: dict, train: bool,
+                dropout_key: jax.Array | None = None):
+  """``((logits, outputs), new_model_state)``; the state is returned unchanged in eval."""
+  variables = {"params": params, **model_state}
+  if not train or not model_state:
+    rngs = {"dropout": dropout_key} if train else {}
+    return model.apply(variables, batch, train=train, rngs=rngs), model_state
+  return model.apply(variables, batch, train=True, rngs={"dropout": dropout_key},
+                     mutable=list(model_state))
+
+
 def make_train_chunk(spec: StepSpec, batch_sharding: NamedSharding) -> Callable:
-  """``chunk(state, hparams, images, labels) -> (state, {"loss", "lr"} per step)`` for one run.
+  """``chunk(state, hparams, examples) -> (state, {"loss", "lr"} per step)`` for one run.
 
-  The k-shot set (``images``, ``labels``) stays on device; each step samples its batch and
-  augments it in the program, from a key derived from the state's rng and step alone, which is
-  what makes a resumed run identical to an uninterrupted one.
+  The k-shot set (``examples``, a dict of arrays) stays on device; each step samples its batch
+  and augments it in the program, from a key derived from the state's rng and step alone, which
+  is what makes a resumed run identical to an uninterrupted one.
   """
+  train_forward = spec.forward_mode == "train"
 
-  def loss_fn(params, images, labels, hparams):
-    logits, _ = spec.model.apply({"params": params}, images, train=True)
-    return losses.softmax_cross_entropy(logits, labels, hparams["label_smoothing"])
+  def loss_fn(params, model_state, batch, hparams, dropout_key):
+    (logits, _), new_model_state = apply_model(spec.model, params, model_state, batch,
+                                               train_forward, dropout_key)
+    loss = losses.softmax_cross_entropy(logits, batch["label"], hparams["label_smoothing"])
+    return loss, new_model_state
 
-  def one_step(state: TrainState, hparams, images, labels):
+  def one_step(state: TrainState, hparams, examples):
     key = jax.random.fold_in(state.rng, state.step)
-    index_key, augment_key = jax.random.split(key)
-    batch_index = sample_batch_indices(index_key, images.shape[0], spec.batch_size)
-    batch = jax.lax.with_sharding_constraint(images[batch_index], batch_sharding)
-    batch = augment.augment(augment_key, preprocess(batch), spec.augment, spec.crop_pad)
-    loss, grads = jax.value_and_grad(loss_fn)(state.params, batch, labels[batch_index], hparams)
+    index_key, augment_key, dropout_key = jax.random.split(key, 3)
+    num_examples = jax.tree.leaves(examples)[0].shape[0]
+    batch_index = sample_batch_indices(index_key, num_examples, spec.batch_size)
+    batch = jax.tree.map(lambda x: jax.lax.with_sharding_constraint(x[batch_index],
+                                                                   batch_sharding), examples)
+    batch = augment.augment(augment_key, batch, hparams, spec.augment)
+    (loss, model_state), grads = jax.value_and_grad(loss_fn, has_aux=True)(
+        state.params, state.model_state, batch, hparams, dropout_key)
     tx = optim.build_optimizer(spec.optim, hparams, state.params)
     updates, opt_state = tx.update(grads, state.opt_state, state.params)
     params = optax.apply_updates(state.params, updates)
     lr = optim.learning_rate_fn(spec.optim, hparams["lr"])(state.step)
-    new_state = state.replace(step=state.step + 1, params=params, opt_state=opt_state)
+    new_state = state.replace(step=state.step + 1, params=params, model_state=model_state,
+                              opt_state=opt_state)
     return new_state, {"loss": loss, "lr": lr}
 
-  def chunk(state, hparams, images, labels):
+  def chunk(state, hparams, examples):
     if spec.chunk_steps == 1:
       # XLA:CPU runs convolutions inside a loop ~20x slower than in straight-line code
       # (measured: 13 vs 260 steps/s for the default CNN, even for a 1-step scan), so on CPU
       # the host loop calls a one-step program; accelerators keep the loop on device.
-      state, metrics = one_step(state, hparams, images, labels)
+      state, metrics = one_step(state, hparams, examples)
       return state, jax.tree.map(lambda m: m[None], metrics)
-    return jax.lax.scan(lambda s, _: one_step(s, hparams, images, labels), state, None,
+    return jax.lax.scan(lambda s, _: one_step(s, hparams, examples), state, None,
                         length=spec.chunk_steps)
 
   return chunk
 
 
 def make_eval_logits(model: nn.Module) -> Callable:
-  """``eval(params, images) -> logits`` for one padded batch of one run."""
+  """``eval(variables, batch) -> logits`` for one padded batch of one run."""
 
-  def evaluate(params, images):
-    logits, _ = model.apply({"params": params}, preprocess(images), train=False)
+  def evaluate(variables, batch):
+    logits, _ = model.apply(variables, batch, train=False)
     return logits
 
   return evaluate

@@ -27,6 +27,6 @@ def get_config():
 
 
 def get_sweep():
-  methods = [{"method": "scratch", "init": ""}, {"method": "finetune", "init": "source"}]
+  methods = [{"method": "scratch", "init.kind": "scratch"}, {"method": "finetune", "init.kind": "source"}]
   return product(methods, axis("optim.lr", (0.02, 0.05)), axis("data.shots", (2, 5)),
                  axis("seed", range(3)))

