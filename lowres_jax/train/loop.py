@@ -226,7 +226,7 @@ def _initial_state(model, optim_spec: optim.OptimSpec, plan: RunPlan, sample: di
   init_key, train_key = jax.random.split(jax.random.PRNGKey(plan.seed))
   variables = jax.device_get(_init_variables(model, init_key, sample))
   if pretrained is not None:
-    variables = init_lib.merge(variables, pretrained.variables, plan.init, pretrained.unused)
+    variables = init_lib.merge(variables, pretrained, plan.init)
   params, model_state = split_variables(variables)
   tx = optim.build_optimizer(optim_spec, hparams_lib.placeholder(), params)
   return TrainState(step=np.zeros((), np.int32), params=params, model_state=model_state,

@@ -87,20 +87,22 @@ def _without_collection(name: str) -> str:
   return name.split("/", 1)[1] if "/" in name else name
 
 
-def merge(fresh: Mapping[str, Any], loaded_flat: Mapping[str, np.ndarray], spec: InitSpec,
-          unused: tuple[str, ...] = ()) -> dict[str, Any]:
+def merge(fresh: Mapping[str, Any], loaded: "Loaded", spec: InitSpec) -> dict[str, Any]:
   """``fresh`` variables with every leaf not kept by ``reinit``/``dont_load`` from ``loaded``.
 
-  ``loaded_flat`` maps collection-prefixed names ('params/head/kernel') to arrays; ``unused``
-  names source tensors a converter could not place (they count as unexpected).
+  Source tensors the converter could not place count as unexpected.
   """
+  fresh_flat = flatten(fresh)
+  loaded_flat = loaded.variables
+  if loaded.adapt is not None:  # E.g. resample a ViT's position embedding to the new grid.
+    loaded_flat = loaded.adapt(loaded_flat, {n: tuple(np.shape(v)) for n, v in fresh_flat.items()})
+  unused = loaded.unused
   keep = [re.compile(r) for r in (spec.reinit, spec.dont_load) if r]
   drop = re.compile(spec.dont_load) if spec.dont_load else None
 
   def kept_fresh(name: str) -> bool:
     return any(r.search(_without_collection(name)) for r in keep)
 
-  fresh_flat = flatten(fresh)
   missing = sorted(n for n in fresh_flat if n not in loaded_flat and not kept_fresh(n))
   unexpected = sorted([n for n in loaded_flat if n not in fresh_flat and not kept_fresh(n)]
                       + [n for n in unused if not (drop and drop.search(n))])
@@ -127,11 +129,16 @@ def _listing(names: list[str], limit: int = 12) -> str:
   return f"{names[:limit]} ... and {len(names) - limit} more ({len(names)} in all)"
 
 
+Adapter = Callable[[Mapping[str, np.ndarray], Mapping[str, tuple]], dict[str, np.ndarray]]
+
+
 @dataclasses.dataclass(frozen=True)
 class Loaded:
-  """Pretrained variables by collection-prefixed name, and source names left unplaced."""
+  """Pretrained variables by collection-prefixed name ('params/head/kernel'), the source
+  names the converter left unplaced, and how to fit them to the model's shapes."""
   variables: dict[str, np.ndarray]
   unused: tuple[str, ...] = ()
+  adapt: Adapter | None = None
 
 
 def load(spec: InitSpec, model_name: str, ensure_source: Callable[[], str]) -> Loaded | None:
@@ -147,8 +154,10 @@ def load(spec: InitSpec, model_name: str, ensure_source: Callable[[], str]) -> L
   if spec.kind in ("source", "workdir"):
     workdir = ensure_source() if spec.kind == "source" else spec.path
     return Loaded(flatten(checkpoint.load_variables(workdir)))
-  variables, unused = load_foreign(spec.path, CONVERTERS.get(model_name), model_name)
-  return Loaded(variables, unused)
+  checkpoint_format = CONVERTERS.get(model_name)
+  variables, unused = load_foreign(spec.path, checkpoint_format and checkpoint_format.convert,
+                                   model_name)
+  return Loaded(variables, unused, checkpoint_format.adapt)
 
 
 Converter = Callable[[Mapping[str, np.ndarray]], tuple[dict[str, np.ndarray], list[str]]]
