@@ -16,6 +16,8 @@ from typing import Iterator
 import numpy as np
 import tensorflow_datasets as tfds
 
+from lowres_jax.data import text_builders
+
 FASHION_MNIST_DIR_ENV = "LOWRES_FASHION_MNIST_DIR"
 FASHION_MNIST_DEFAULT_DIR = "/usr/share/datasets/fashion-mnist"
 FASHION_MNIST_FILES = {
@@ -121,4 +123,5 @@ class FashionMnist(tfds.core.GeneratorBasedBuilder):
 LOCAL_BUILDERS: dict[str, type[tfds.core.GeneratorBasedBuilder]] = {
     "digits": Digits,
     "fashion_mnist": FashionMnist,
+    "fortunes": text_builders.Fortunes,
 }

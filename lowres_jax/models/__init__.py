@@ -18,14 +18,15 @@ from typing import Any, Callable, Mapping
 import flax.linen as nn
 import numpy as np
 
-from lowres_jax.models import (cnn, efficientnet, efficientnet_convert, resnet, vit,
-                               vit_convert)
+from lowres_jax.models import (bert, bert_convert, cnn, efficientnet, efficientnet_convert,
+                               resnet, vit, vit_convert)
 
 MODELS: dict[str, Callable[..., nn.Module]] = {
     "cnn": cnn.SmallCNN,
     "resnet": resnet.ResNet,
     "vit": vit.ViT,
     "efficientnet_lite": efficientnet.EfficientNetLite,
+    "bert": bert.BertEncoder,
 }
 
 
@@ -42,6 +43,7 @@ class CheckpointFormat:
 CONVERTERS: dict[str, CheckpointFormat] = {
     "efficientnet_lite": CheckpointFormat(efficientnet_convert.convert_lukemelas),
     "vit": CheckpointFormat(vit_convert.detect_and_convert, vit_convert.adapt_to_model),
+    "bert": CheckpointFormat(bert_convert.convert_hf_bert),
 }
 
 

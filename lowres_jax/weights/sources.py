@@ -43,12 +43,13 @@ PACKAGED = {
                     "(model.safetensors + config.json)"),
 }
 
-# Only weights and the model config are fetched from the Hub, safetensors first: repositories
-# often carry the same weights again as pytorch_model.bin, ONNX, TF and Flax files.
+# Only weights, the model config and the tokenizer are fetched from the Hub, safetensors first:
+# repositories often carry the same weights again as pytorch_model.bin, ONNX, TF and Flax files.
+HF_SMALL_FILES = ["config.json", "tokenizer.json"]
 HF_SAFETENSORS_FILES = ["model.safetensors", "model.safetensors.index.json",
-                        "model-*-of-*.safetensors", "config.json"]
+                        "model-*-of-*.safetensors", *HF_SMALL_FILES]
 HF_TORCH_FILES = ["pytorch_model.bin", "pytorch_model.bin.index.json",
-                  "pytorch_model-*-of-*.bin", "config.json"]
+                  "pytorch_model-*-of-*.bin", *HF_SMALL_FILES]
 HF_TIMEOUT_S = 10  # per metadata request, so a dead network fails fast instead of hanging
 
 

@@ -1,0 +1,149 @@
+"""Hugging Face BERT checkpoints as variables of ``lowres_jax.models.bert.BertEncoder``.
+
+The source is a flat ``{name: array}`` mapping (``safetensors.numpy.load_file``, or
+``lowres_jax.weights.files.read_tensors`` on a model directory) of ``BertModel`` names
+(``embeddings.word_embeddings.weight``, ``encoder.layer.N.attention.self.query.weight``, ...),
+or of ``BertForSequenceClassification`` ones: the same under ``bert.`` plus ``classifier.*``,
+which becomes our ``head``. Torch layouts: Linear ``(out, in)``, Embedding ``(num, dim)``.
+Old TensorFlow-converted checkpoints name LayerNorm parameters ``gamma``/``beta``; both
+spellings are read.
+
+``convert_hf_bert`` returns ``(variables, unused)``: flat '/'-joined flax paths with the
+collection prefix (``params/embeddings/word/embedding``) as float32 numpy arrays, and the
+source names the model has no place for (``pooler.dense.*``, pre-training heads ``cls.*``),
+which the caller drops (``InitSpec(dont_load="pooler")``) or reports. Non-persistent buffers
+that some checkpoints carry (``embeddings.position_ids``, ``embeddings.token_type_ids``) are
+dropped silently: they are ``arange`` and zeros, not weights.
+
+HF's classifier reads the pooler's ``tanh(Dense(first token))``, which ``BertEncoder`` does not
+have; a loaded ``classifier`` therefore sits on a different input (our mean or CLS pooling)
+and is useful as an initialisation only, not to reproduce HF's logits.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Any, Callable, Mapping
+
+import numpy as np
+
+Variables = dict[str, np.ndarray]
+
+# Buffers, not parameters: dropped without being reported.
+_BUFFERS = ("embeddings.position_ids", "embeddings.token_type_ids")
+
+
+def _float32(x) -> np.ndarray:
+  """Parameters stay float32 whatever the checkpoint stored (float16, ml_dtypes bfloat16)."""
+  x = np.asarray(x)
+  return x.astype(np.float32) if x.dtype.kind == "f" or x.dtype.name == "bfloat16" else x
+
+
+def _linear(w):  # torch (out, in) -> flax (in, out)
+  return np.asarray(w).T
+
+
+def _same(w):
+  return np.asarray(w)
+
+
+def _hf_rules() -> list[tuple[re.Pattern, str, Callable]]:
+  """(source-name pattern, flax path template, layout conversion) for HF BERT names."""
+  rules: list[tuple[str, str, Callable]] = []
+  norm_leaves = {"weight": "scale", "gamma": "scale", "bias": "bias", "beta": "bias"}
+
+  def add_dense(src: str, dst: str):
+    rules.append((src + r"\.weight", dst + "/kernel", _linear))
+    rules.append((src + r"\.bias", dst + "/bias", _same))
+
+  def add_norm(src: str, dst: str):
+    for leaf, ours in norm_leaves.items():
+      rules.append((src + r"\." + leaf, f"{dst}/{ours}", _same))
+
+  for src, dst in {"word_embeddings": "word", "position_embeddings": "position",
+                   "token_type_embeddings": "type"}.items():
+    rules.append((rf"embeddings\.{src}\.weight", f"embeddings/{dst}/embedding", _same))
+  add_norm(r"embeddings\.LayerNorm", "embeddings/norm")
+  layer = r"encoder\.layer\.(\d+)\."
+  for src, dst in {"attention.self.query": "attention/query",
+                   "attention.self.key": "attention/key",
+                   "attention.self.value": "attention/value",
+                   "attention.output.dense": "attention/out",
+                   "intermediate.dense": "mlp_in",
+                   "output.dense": "mlp_out"}.items():
+    add_dense(layer + re.escape(src), rf"layer_\1/{dst}")
+  add_norm(layer + r"attention\.output\.LayerNorm", r"layer_\1/attention_norm")
+  add_norm(layer + r"output\.LayerNorm", r"layer_\1/mlp_norm")
+  add_dense("classifier", "head")
+  return [(re.compile(pattern), dst, fn) for pattern, dst, fn in rules]
+
+
+_HF_RULES = _hf_rules()
+
+
+def convert_hf_bert(tensors: Mapping[str, Any]) -> tuple[Variables, list[str]]:
+  """Hugging Face BERT weights (``BertModel``, ``BertForSequenceClassification``) to flax paths.
+
+  Raises ValueError when nothing in ``tensors`` looks like a BERT embedding table, so a wrong
+  ``config.model.name`` fails loudly instead of as a list of every name missing.
+  """
+  if not any(_strip(name) == "embeddings.word_embeddings.weight" for name in tensors):
+    raise ValueError("not a Hugging Face BERT checkpoint: no 'embeddings.word_embeddings."
+                     f"weight' (with or without 'bert.'); got e.g. {sorted(tensors)[:5]}")
+  out: Variables = {}
+  unused: list[str] = []
+  for name, value in tensors.items():
+    short = _strip(name)
+    if short in _BUFFERS:
+      continue
+    for pattern, template, convert in _HF_RULES:
+      match = pattern.fullmatch(short)
+      if match:
+        target = "params/" + match.expand(template)
+        if target in out:
+          raise ValueError(f"two checkpoint tensors map to {target} (one is {name!r})")
+        out[target] = _float32(convert(value))
+        break
+    else:
+      unused.append(name)
+  return dict(sorted(out.items())), sorted(unused)
+
+
+def _strip(name: str) -> str:
+  return name[len("bert."):] if name.startswith("bert.") else name
+
+
+def model_kwargs_from_hf_config(config: Mapping[str, Any]) -> dict[str, Any]:
+  """``BertEncoder`` fields from a Hugging Face BERT ``config.json`` (as a dict).
+
+  Only the architecture and hidden dropout: ``num_classes``, ``pool`` and ``normalize`` are
+  the task's (for a sentence-transformers model, its ``1_Pooling/config.json`` and
+  ``modules.json`` say mean or CLS pooling and whether it normalises). Raises ValueError for
+  what ``BertEncoder`` cannot compute: another ``model_type``, an activation other than the
+  exact GELU, relative position embeddings.
+  """
+  model_type = config.get("model_type", "bert")
+  if model_type != "bert":
+    raise ValueError(f"config.json has model_type {model_type!r}; BertEncoder reproduces "
+                     "'bert' only (RoBERTa, DistilBERT, MPNet... differ in layout)")
+  activation = config.get("hidden_act", "gelu")
+  if activation != "gelu":
+    raise ValueError(f"config.json has hidden_act {activation!r}; BertEncoder computes the "
+                     "exact erf GELU ('gelu') only")
+  positions = config.get("position_embedding_type", "absolute")
+  if positions != "absolute":
+    raise ValueError(f"config.json has position_embedding_type {positions!r}; BertEncoder "
+                     "has absolute position embeddings only")
+  fields = {"vocab_size": "vocab_size", "hidden_size": "hidden", "num_hidden_layers": "depth",
+            "num_attention_heads": "num_heads", "intermediate_size": "mlp_dim",
+            "max_position_embeddings": "max_positions", "type_vocab_size": "type_vocab_size",
+            "layer_norm_eps": "layer_norm_eps", "hidden_dropout_prob": "dropout"}
+  kwargs = {ours: config[theirs] for theirs, ours in fields.items() if theirs in config}
+  for name in ("vocab_size", "hidden", "depth", "num_heads", "mlp_dim", "max_positions",
+               "type_vocab_size"):
+    if name in kwargs:
+      kwargs[name] = int(kwargs[name])
+  for name in ("layer_norm_eps", "dropout"):
+    if name in kwargs:
+      kwargs[name] = float(kwargs[name])
+  return kwargs
