@@ -109,7 +109,7 @@ def duration_to_steps(spec: int | str, num_train_examples: int, batch_size: int)
   """Parses '300 steps' (or '300'), '30 epochs' ('30ep') or '6400 examples' into steps.
 
   Epochs are the natural unit at k-shot: "30 epochs over 50 examples" reads better than
-  "47 steps". Fractions round up so a duration never trains for zero steps.
+  "47 steps". Fractions round up so a duration never trains for zero steps unless it says 0.
   """
   if isinstance(spec, int):
     steps = spec
@@ -127,9 +127,18 @@ def duration_to_steps(spec: int | str, num_train_examples: int, batch_size: int)
     else:
       examples = amount
     steps = int(-(-examples // batch_size))
-  if steps <= 0:
-    raise ConfigError(f"duration {spec!r} gives {steps} steps; it must be positive")
+  if steps < 0 or (steps == 0 and amount_of(spec) != 0):
+    raise ConfigError(f"duration {spec!r} gives {steps} steps; it must be positive "
+                      "(or exactly 0: no training, e.g. zero-shot or nearest class mean)")
   return steps
+
+
+def amount_of(spec: int | str) -> float:
+  """The number in a duration: 0 for '0 steps', meaning evaluate without training."""
+  if isinstance(spec, int):
+    return float(spec)
+  match = _DURATION.match(str(spec))
+  return float(match.group(1)) if match else float("nan")
 
 
 def apply_overrides(config: ml_collections.ConfigDict,

@@ -17,7 +17,8 @@ from lowres_jax.data.tokenize import TextTokenizer, TokenStats
 
 
 @functools.lru_cache(maxsize=4)
-def _tokenizer(spec: str) -> TextTokenizer:
+def get_tokenizer(spec: str) -> TextTokenizer:
+  """The tokenizer a spec names, loaded once per process."""
   return TextTokenizer.from_path(spec)
 
 
@@ -37,7 +38,8 @@ def _load(name: str, split: str, data_dir: str, tokenizer: str, max_length: int,
          else np.arange(len(records), dtype=np.int64))
   # TFDS shuffles records on disk; sorting by id makes every later step independent of that.
   order = np.argsort(ids, kind="stable")
-  tokens, stats = _tokenizer(tokenizer).encode_with_stats([texts[i] for i in order], max_length)
+  tokens, stats = get_tokenizer(tokenizer).encode_with_stats([texts[i] for i in order],
+                                                             max_length)
   examples = sources.Examples({"id": ids[order], "label": labels[order], **tokens})
   for array in (*examples.arrays.values(), stats.lengths):
     array.setflags(write=False)  # Shared by every run in the process through the cache.

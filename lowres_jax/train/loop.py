@@ -20,9 +20,9 @@ import numpy as np
 
 from lowres_jax import checkpoint, parallel
 from lowres_jax.config import config_hash, duration_to_steps
-from lowres_jax.data import augment, fewshot, sources
+from lowres_jax.data import augment, fewshot, sources, text_sources
 from lowres_jax.models import build_model
-from lowres_jax.train import hparams as hparams_lib, optim, step as step_lib
+from lowres_jax.train import head_init, hparams as hparams_lib, optim, step as step_lib
 from lowres_jax.train.compiled import CompileCache
 from lowres_jax.train.evaluate import Evaluator, split_metrics
 from lowres_jax.train.plan import RunPlan, read_plan
@@ -96,9 +96,8 @@ def _prepare_task(configs, plans: list[RunPlan], workdirs: list[str]) -> _Task:
   augment.check_names(plan.augment)
   parallel.check_divisible(plan.batch_size, "config.train.batch_size")
   parallel.check_divisible(plan.eval_batch_size, "config.eval.batch_size")
-  pool = sources.load_split(plan.dataset, plan.train_split, plan.data_dir)
-  test = fewshot.restrict_to_classes(
-      sources.load_split(plan.dataset, plan.test_split, plan.data_dir), plan.classes)
+  pool = _load_split(plan, plan.train_split)
+  test = fewshot.restrict_to_classes(_load_split(plan, plan.test_split), plan.classes)
   manifests = [fewshot.draw_manifest(pool, plan.dataset, plan.classes, plan.shots,
                                      plan.val_per_class, p.seed) for p in plans]
   for config, manifest, workdir in zip(configs, manifests, workdirs):
@@ -116,6 +115,30 @@ def _prepare_task(configs, plans: list[RunPlan], workdirs: list[str]) -> _Task:
           grad_clip=plan.grad_clip, freeze=plan.freeze))
 
 
+def _load_split(plan: RunPlan, split: str) -> sources.Examples:
+  """Images as they are; text tokenised to ``plan.max_length`` (both cached per process)."""
+  if plan.tokenizer:
+    return text_sources.load_text_split(plan.dataset, split, plan.data_dir, plan.tokenizer,
+                                        plan.max_length)
+  return sources.load_split(plan.dataset, split, plan.data_dir)
+
+
+def _input_stats(plan: RunPlan) -> dict:
+  """What a run's files record about its inputs beyond split.json: token lengths for text."""
+  if not plan.tokenizer:
+    return {}
+  return {f"tokens/{split}": text_sources.text_split_stats(
+      plan.dataset, split, plan.data_dir, plan.tokenizer, plan.max_length).to_json()
+          for split in (plan.train_split, plan.test_split)}
+
+
+def _label_inputs(plan: RunPlan) -> dict:
+  """The task's class names in ``plan.label_template``, tokenised like the data."""
+  names = text_sources.label_names(plan.dataset, plan.data_dir)
+  texts = head_init.template_names([names[c] for c in plan.classes], plan.label_template)
+  return text_sources.get_tokenizer(plan.tokenizer).encode(texts, plan.max_length)
+
+
 def _train_unfinished(configs, plans: list[RunPlan], workdirs: list[str], cache: CompileCache,
                       show_progress: bool, stop_on_nonfinite: bool) -> list[dict]:
   start_time = time.perf_counter()
@@ -126,7 +149,8 @@ def _train_unfinished(configs, plans: list[RunPlan], workdirs: list[str], cache:
   pretrained = init_lib.load(plan.init, plan.model_name,
                              lambda: _ensure_source_trained(plan, cache, show_progress))
   sample = {k: v[:1] for k, v in task.trains[0].inputs().items()}
-  initial = [_initial_state(task.model, task.optim_spec, p, sample, pretrained) for p in plans]
+  initial = [_initial_state(task.model, task.optim_spec, p, sample, pretrained, train.inputs())
+             for p, train in zip(plans, task.trains)]
   managers = [checkpoint.make_manager(w, plan.keep_checkpoints) for w in workdirs]
   start_step, states = workdir_lib.restore_or_start(managers, initial)
   writers = ([MetricsWriter(w, start_step) for w in workdirs]
@@ -163,6 +187,7 @@ def _train_unfinished(configs, plans: list[RunPlan], workdirs: list[str], cache:
   for i, (p, manifest, workdir) in enumerate(zip(plans, task.manifests, workdirs)):
     summary = _summary(p, manifest, task.total_steps, len(task.test), final[i], timing)
     summary.update(param_counts)
+    summary.update(_input_stats(p))
     summary["diverged_at_step"] = diverged.get(i)
     if parallel.is_main_process():
       workdir_lib.write_json(os.path.join(workdir, workdir_lib.SUMMARY_FILE), summary)
@@ -190,7 +215,7 @@ def _run_steps(plans: list[RunPlan], task: _Task, state, step: int, mesh, cache:
     per_call = min(step_lib.steps_per_call(plan.log_every), chunk)
     spec = step_lib.StepSpec(task.model, task.optim_spec, plan.batch_size, per_call,
                              augment.AugmentSettings(plan.augment, plan.crop_pad),
-                             plan.forward_mode)
+                             plan.forward_mode, plan.loss)
     compiled = _compiled_chunk(spec, mesh, cache, state, hparams, examples)
     chunk_start = time.perf_counter()
     outputs = []
@@ -222,11 +247,14 @@ def _compiled_chunk(spec, mesh, cache, *args):
 
 
 def _initial_state(model, optim_spec: optim.OptimSpec, plan: RunPlan, sample: dict,
-                   pretrained: init_lib.Loaded | None) -> TrainState:
+                   pretrained: init_lib.Loaded | None, train_inputs: dict) -> TrainState:
   init_key, train_key = jax.random.split(jax.random.PRNGKey(plan.seed))
   variables = jax.device_get(_init_variables(model, init_key, sample))
   if pretrained is not None:
     variables = init_lib.merge(variables, pretrained, plan.init)
+  variables = head_init.initial_head(plan.head_init, model, variables, train_inputs,
+                                     len(plan.classes), plan.head_scale,
+                                     lambda: _label_inputs(plan))
   params, model_state = split_variables(variables)
   tx = optim.build_optimizer(optim_spec, hparams_lib.placeholder(), params)
   return TrainState(step=np.zeros((), np.int32), params=params, model_state=model_state,

@@ -16,6 +16,8 @@ from lowres_jax.data.augment import AUGMENTATIONS
 from lowres_jax.data.fewshot import ALL_SHOTS
 from lowres_jax.models import MODELS
 from lowres_jax.train import hparams as hparams_lib
+from lowres_jax.train.head_init import HEAD_INITS
+from lowres_jax.train.losses import LOSSES
 from lowres_jax.train.optim import OPTIMIZERS
 from lowres_jax.train.step import FORWARD_MODES
 from lowres_jax.weights.init import InitError, InitSpec
@@ -35,6 +37,9 @@ class RunPlan:
   val_per_class: int
   train_split: str
   test_split: str
+  tokenizer: str        # Text datasets: tokenizer.json path or package:/hf: spec; '' for images.
+  max_length: int       # Text datasets: tokens per example (one compiled shape).
+  label_template: str   # Text datasets: how a class name reads, for head_init='label_names'.
   # Model and where its weights come from.
   model_name: str
   model_kwargs: tuple[tuple[str, Any], ...]
@@ -52,6 +57,9 @@ class RunPlan:
   augment: tuple[str, ...]
   crop_pad: int
   forward_mode: str
+  loss: str
+  head_init: str
+  head_scale: float
   # Evaluation, logging, checkpoints.
   eval_batch_size: int
   eval_every: int
@@ -91,6 +99,9 @@ def read_plan(config: ml_collections.ConfigDict, reads: set[str] | None = None) 
       dataset=c.data.name, data_dir=c.data.data_dir,
       classes=tuple(int(k) for k in _tuple(c.data.classes)), shots=int(c.data.shots),
       val_per_class=int(c.data.val_per_class), train_split=c.data.train_split,
+      tokenizer=_optional(c.data, "tokenizer", ""),
+      max_length=int(_optional(c.data, "max_length", 0)),
+      label_template=_optional(c.data, "label_template", "{}"),
       test_split=c.data.test_split,
       model_name=c.model.name,
       model_kwargs=tuple(sorted((k, _freeze(v)) for k, v in c.model.to_dict().items()
@@ -101,12 +112,20 @@ def read_plan(config: ml_collections.ConfigDict, reads: set[str] | None = None) 
       batch_size=int(c.train.batch_size), duration=c.train.duration,
       augment=tuple(_tuple(c.train.augment)) if c.train.augment else (),
       crop_pad=int(c.train.crop_pad), forward_mode=c.train.forward_mode,
+      loss=_optional(c.train, "loss", "cross_entropy"),
+      head_init=_optional(c, "head_init", "zero"),
+      head_scale=float(_optional(c, "head_scale", 10.0)),
       eval_batch_size=int(c.eval.batch_size), eval_every=int(c.eval.every),
       log_every=int(c.log_every), checkpoint_every=int(c.checkpoint_every),
       keep_checkpoints=int(c.keep_checkpoints))
   c.assert_all_read()
   _validate(plan)
   return plan
+
+
+def _optional(config: TrackedConfig, key: str, default: Any) -> Any:
+  """A key that configs written before it existed may lack (image configs have no tokenizer)."""
+  return getattr(config, key) if key in config else default
 
 
 def _dotted(config: TrackedConfig, key: str) -> Any:
@@ -159,6 +178,17 @@ def _validate(plan: RunPlan) -> None:
                       "the test set would hold the training examples")
   _check_named(plan.optimizer, OPTIMIZERS, "config.optim.name")
   _check_named(plan.forward_mode, FORWARD_MODES, "config.train.forward_mode")
+  _check_named(plan.loss, LOSSES, "config.train.loss")
+  _check_named(plan.head_init, HEAD_INITS, "config.head_init")
+  if plan.tokenizer and plan.max_length <= 0:
+    raise ConfigError("config.data.max_length must be positive for a text dataset "
+                      f"(config.data.tokenizer = {plan.tokenizer!r})")
+  if plan.head_init == "label_names" and not plan.tokenizer:
+    raise ConfigError("config.head_init = 'label_names' embeds the class names as text: it "
+                      "needs a text encoder and config.data.tokenizer")
+  if plan.augment and plan.tokenizer:
+    raise ConfigError(f"config.train.augment = {plan.augment} are image augmentations; a text "
+                      "dataset takes none (set it to ())")
   _check_named(plan.model_name, MODELS, "config.model.name")
   for name in plan.augment:
     _check_named(name, AUGMENTATIONS, "config.train.augment")

@@ -35,6 +35,7 @@ class StepSpec:
   # ones. 'eval': the forward pass of training runs in inference mode (running statistics
   # used and kept, no dropout): the usual choice for a linear probe of a BatchNorm backbone.
   forward_mode: str = "train"
+  loss: str = "cross_entropy"  # A name in losses.LOSSES.
 
 
 def steps_per_call(log_every: int) -> int:
@@ -66,10 +67,12 @@ def make_train_chunk(spec: StepSpec, batch_sharding: NamedSharding) -> Callable:
   """
   train_forward = spec.forward_mode == "train"
 
+  loss_term = losses.LOSSES[spec.loss]
+
   def loss_fn(params, model_state, batch, hparams, dropout_key):
-    (logits, _), new_model_state = apply_model(spec.model, params, model_state, batch,
-                                               train_forward, dropout_key)
-    loss = losses.softmax_cross_entropy(logits, batch["label"], hparams["label_smoothing"])
+    (logits, outputs), new_model_state = apply_model(spec.model, params, model_state, batch,
+                                                     train_forward, dropout_key)
+    loss = loss_term(losses.LossContext(batch, logits, outputs, params, hparams))
     return loss, new_model_state
 
   def one_step(state: TrainState, hparams, examples):
