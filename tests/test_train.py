@@ -178,8 +178,11 @@ def test_a_run_that_failed_before_any_checkpoint_can_rerun_with_a_new_config(tmp
 
 @pytest.mark.parametrize("kind, path, message", [
     ("workdir", "/no/such/workdir", "not a workdir holding a checkpoints/ folder"),
-    ("checkpoint", "/no/such/file.pth", "no such file or directory"),
+    ("checkpoint", "/no/such/file.pth", "no checkpoint file or directory at '/no/such/file.pth'"),
     ("checkpoint", "", "needs config.init.path"),
+    ("checkpoint", "package:efficientnet_lite9", "unknown packaged weights"),
+    ("checkpoint", "hf:just-a-name", "expected hf:ORG/NAME"),
+    ("scratch", "/some/file.pth", "is not read when config.init.kind = 'scratch'"),
 ])
 def test_bad_init_paths_are_config_errors(tmp_path, data_dir, kind, path, message):
   config = tiny_config(data_dir, str(tmp_path / "cache"))
@@ -193,3 +196,21 @@ def test_unknown_init_field_is_a_config_error(tmp_path, data_dir):
   config.init.dontload = "pooler"
   with pytest.raises(ConfigError, match="unknown field\\(s\\) \\['dontload'\\]"):
     loop.run(config, str(tmp_path / "run"), show_progress=False)
+
+
+def test_a_model_without_a_converter_cannot_load_a_checkpoint(tmp_path, data_dir):
+  config = tiny_config(data_dir, str(tmp_path / "cache"))  # The CNN: no foreign checkpoints.
+  config.init.kind, config.init.path = "checkpoint", "package:efficientnet_lite0"
+  with pytest.raises(ConfigError, match="'cnn' has no checkpoint converter"):
+    loop.run(config, str(tmp_path / "run"), show_progress=False)
+
+
+def test_bad_model_fields_and_an_empty_source_are_config_errors(tmp_path, data_dir):
+  config = tiny_config(data_dir, str(tmp_path / "cache"))
+  config.model = {"name": "vit", "variant": "X/16"}
+  with pytest.raises(ConfigError, match="config.model is not a valid 'vit'.*X/16"):
+    loop.run(config, str(tmp_path / "run"), show_progress=False)
+  config = tiny_config(data_dir, str(tmp_path / "cache"))
+  config.init.kind, config.source = "source", {}
+  with pytest.raises(ConfigError, match="config.source, which is empty"):
+    loop.run(config, str(tmp_path / "run2"), show_progress=False)

@@ -2,8 +2,8 @@
 
 Which keys exist is static (it shapes the compiled program); their values are traced, so runs
 that differ only in them share one compiled step and can train stacked under ``jax.vmap``.
-Grouping (``RunPlan.static_part``), the sweep's tuning grid and the step all derive from this
-table. A method that reads a new hyperparameter adds one line here.
+Grouping (``RunPlan.static_part``) and the step's ``hparams`` dict derive from this table. A
+method that reads a new hyperparameter adds one line here (and the key to the configs).
 """
 
 from __future__ import annotations

