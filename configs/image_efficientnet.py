@@ -17,7 +17,8 @@ is replaced by a fresh one for the task, and the model resizes the grey images t
 
 Image size and steps are chosen for the 2-core CPU: 32x32 (the depthwise convolutions run as
 shift-and-add there, models/depthwise.py) and 100 steps of batch 32 train in about 9 s.
-Measured results over 5 seeds are in results/image_transfer.md.
+Measured over 5 seeds in results/image_transfer.md: e.g. 10 shots of Fashion-MNIST, fine-tuning
+from ImageNet 66.0 ± 3.5 % vs 58.7 ± 3.2 % for the same network from scratch (test accuracy).
 """
 
 import os

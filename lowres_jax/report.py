@@ -279,7 +279,8 @@ def _legend(metric: str, baseline: str | None) -> str:
   return text
 
 
-def format_markdown(rows: Sequence[dict], metric: str, command: str, title: str) -> str:
+def format_markdown(rows: Sequence[dict], metric: str, command: str, title: str,
+                    notes: str = "") -> str:
   """Markdown report: title, the producing command, then per dataset a results and a settings table.
 
   Results: rows = methods (baseline first), columns = shots ascending. The
@@ -289,6 +290,8 @@ def format_markdown(rows: Sequence[dict], metric: str, command: str, title: str)
   baseline = rows[0]["baseline"] if rows else None
   lines = [f"# {title}", "", "Produced by:", "", "```", command, "```", "",
            _legend(metric, baseline)]
+  if notes:  # The ablation's NOTES: what its author read in these tables, in words.
+    lines += ["", "## Notes", "", notes.strip()]
   for dataset in dict.fromkeys(row["dataset"] for row in rows):
     dataset_rows = [row for row in rows if row["dataset"] == dataset]
     lines += ["", f"## {dataset}", ""]
@@ -357,14 +360,15 @@ def plot_accuracy_vs_shots(rows: Sequence[dict], path: str, metric: str = TABLE_
 
 
 def write_report(records: Iterable[Record], out_prefix: str, command: str, title: str,
-                 baseline: str | None, metric: str = TABLE_METRIC) -> dict[str, str]:
+                 baseline: str | None, metric: str = TABLE_METRIC,
+                 notes: str = "") -> dict[str, str]:
   """Write <out_prefix>.md, .csv and .png for a sweep; returns their paths by kind."""
   records = list(records)
   rows = build_table(records, metric=metric, baseline=baseline)
   paths = {"markdown": f"{out_prefix}.md", "csv": f"{out_prefix}.csv", "plot": f"{out_prefix}.png"}
   _ensure_parent(paths["markdown"])
   with open(paths["markdown"], "w") as f:
-    f.write(format_markdown(rows, metric, command, title))
+    f.write(format_markdown(rows, metric, command, title, notes))
     f.write(_split_sizes(records))
     f.write(_divergence_note(records))
   write_csv(rows, paths["csv"])

@@ -7,7 +7,8 @@
 An ablation config defines ``get_config()`` (the base run) and ``get_sweep()`` (the runs, as
 override dicts built with ``product``/``zip_axes``/``axis``), and may set ``TUNED`` (override
 keys that form each method's tuning grid; the report selects them on validation accuracy),
-``BASELINE`` (the method the others are compared with) and ``TITLE``.
+``BASELINE`` (the method the others are compared with), ``TITLE`` and ``NOTES`` (what the
+tables show, in words, printed above them).
 
 Runs whose static plans agree (they differ only in seed, method label and traced
 hyperparameters) form a group that trains stacked under ``jax.vmap`` with one compiled step.
@@ -178,6 +179,7 @@ def run_sweep(module: ModuleType, config_path: str, workdir: str, use_vmap: bool
       "tuned": list(getattr(module, "TUNED", ())),
       "baseline": getattr(module, "BASELINE", None),
       "title": getattr(module, "TITLE", os.path.basename(config_path)),
+      "notes": getattr(module, "NOTES", ""),
       "runs": [{"name": r.name, "overrides": r.overrides} for r in runs],
   }
   name = SWEEP_FILE if shard_spec[1] == 1 else f"sweep-shard{shard_spec[0]}of{shard_spec[1]}.json"
@@ -258,7 +260,7 @@ def write_sweep_report(workdir: str, out_prefix: str | None = None, command: str
     raise FileNotFoundError(f"no finished runs in {workdir} to report")
   return report.write_report(records, out_prefix or os.path.join(workdir, "report"),
                              command=command or sweep.get("command", ""), title=sweep["title"],
-                             baseline=sweep.get("baseline"))
+                             baseline=sweep.get("baseline"), notes=sweep.get("notes", ""))
 
 
 def resolve_vmap(choice: str) -> bool:
