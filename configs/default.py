@@ -70,13 +70,17 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   shots = int(args.pop("shots", 10))
   init = args.pop("init", "source")
   tiny = bool(int(args.pop("tiny", 0)))
+  batch_norm = bool(int(args.pop("batch_norm", 0)))
   if args:
-    raise ValueError(f"unknown config arguments {sorted(args)}; known: shots, init, tiny")
+    raise ValueError(f"unknown config arguments {sorted(args)}; known: shots, init, tiny, "
+                     "batch_norm")
   model = dict(name="cnn", width=32, depth=2, hidden=128)
   steps, source_steps = 300, 600
   if tiny:  # A seconds-long smoke run of the same pipeline (tests use it).
     model = dict(name="cnn", width=8, depth=1, hidden=16)
     steps, source_steps = 40, 60
+  if batch_norm:  # BatchNorm after each conv: the run then carries batch_stats.
+    model["batch_norm"] = True
   c = base_config("digits", TARGET_CLASSES, shots, model, f"{steps} steps", lr=0.02,
                   batch_size=32, augment=("crop",))
   if init in ("scratch", "source"):

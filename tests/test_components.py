@@ -25,7 +25,7 @@ def test_models_return_logits_and_pre_logits(name, kwargs):
 
 
 def test_unknown_model_lists_known_ones():
-  with pytest.raises(ValueError, match="known: \\['cnn', 'efficientnet_lite', 'resnet', 'vit'\\]"):
+  with pytest.raises(ValueError, match="known: \\['bert', 'cnn', 'efficientnet_lite', 'resnet', 'vit'\\]"):
     build_model("mlp", 3)
 
 
