@@ -25,6 +25,8 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+from lowres_jax.models.attention import SelfAttention
+
 # BERT's initialiser for every Dense kernel and embedding table (biases zero, LayerNorms 1/0).
 _INIT = nn.initializers.normal(stddev=0.02)
 
@@ -61,22 +63,6 @@ class Embeddings(nn.Module):
     return nn.LayerNorm(epsilon=self.layer_norm_eps, dtype=self.dtype, name="norm")(x)
 
 
-class SelfAttention(nn.Module):
-  """Multi-head self-attention over the unmasked keys (no dropout on the probabilities)."""
-  num_heads: int
-  dtype: jnp.dtype = jnp.float32
-
-  @nn.compact
-  def __call__(self, x: jax.Array, mask: jax.Array) -> jax.Array:
-    batch, length, hidden = x.shape
-    head_dim = hidden // self.num_heads
-    dense = lambda name: nn.Dense(hidden, dtype=self.dtype, kernel_init=_INIT, name=name)
-    q, k, v = (dense(name)(x).reshape(batch, length, self.num_heads, head_dim)
-               for name in ("query", "key", "value"))
-    y = jax.nn.dot_product_attention(q, k, v, mask=mask, implementation=None)
-    return dense("out")(y.reshape(batch, length, hidden))
-
-
 class EncoderLayer(nn.Module):
   """Post-LN block: ``LN(x + drop(attn(x)))`` then ``LN(x + drop(mlp(x)))``."""
   num_heads: int
@@ -91,7 +77,7 @@ class EncoderLayer(nn.Module):
     drop = lambda y: nn.Dropout(self.dropout)(y, deterministic=not train)
     dense = lambda features, name: nn.Dense(features, dtype=self.dtype, kernel_init=_INIT,
                                             name=name)
-    y = SelfAttention(self.num_heads, self.dtype, name="attention")(x, mask)
+    y = SelfAttention(self.num_heads, _INIT, self.dtype, name="attention")(x, mask)
     x = norm("attention_norm")(x + drop(y))
     y = nn.gelu(dense(self.mlp_dim, "mlp_in")(x), approximate=False)
     return norm("mlp_norm")(x + drop(dense(x.shape[-1], "mlp_out")(y)))

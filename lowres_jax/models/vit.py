@@ -29,6 +29,8 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+from lowres_jax.models.attention import SelfAttention
+
 from lowres_jax.models.inputs import prepare_images
 
 # Name: (hidden, depth, num_heads, mlp_dim), from Table 2 of Zhai et al. 2022 (scaling ViTs),
@@ -61,24 +63,6 @@ def decode_variant(variant: str) -> dict[str, int]:
               mlp_dim=mlp_dim)
 
 
-class SelfAttention(nn.Module):
-  """Multi-head self-attention through the fused ``jax.nn.dot_product_attention``."""
-  num_heads: int
-  dtype: jnp.dtype = jnp.float32
-
-  @nn.compact
-  def __call__(self, x: jax.Array) -> jax.Array:
-    batch, length, hidden = x.shape
-    head_dim = hidden // self.num_heads
-    dense = lambda name: nn.Dense(hidden, dtype=self.dtype, name=name,
-                                  kernel_init=nn.initializers.xavier_uniform())
-    q, k, v = (dense(name)(x).reshape(batch, length, self.num_heads, head_dim)
-               for name in ("query", "key", "value"))
-    # implementation=None lets JAX choose (XLA on CPU, cuDNN flash attention where it applies).
-    y = jax.nn.dot_product_attention(q, k, v, implementation=None)
-    return dense("out")(y.reshape(batch, length, hidden))
-
-
 class EncoderBlock(nn.Module):
   """Pre-LN block: ``x + attn(LN(x))`` then ``x + mlp(LN(x))``, dropout on each branch."""
   num_heads: int
@@ -94,7 +78,7 @@ class EncoderBlock(nn.Module):
     drop = lambda y: nn.Dropout(self.dropout)(y, deterministic=not train)
     dense = lambda features, name: nn.Dense(features, dtype=self.dtype, name=name,
                                             kernel_init=nn.initializers.xavier_uniform())
-    x = x + drop(SelfAttention(self.num_heads, self.dtype, name="attention")(norm("norm1")(x)))
+    x = x + drop(SelfAttention(self.num_heads, dtype=self.dtype, name="attention")(norm("norm1")(x)))
     y = dense(self.mlp_dim, "mlp_in")(norm("norm2")(x))
     y = drop(nn.gelu(y, approximate=self.gelu_approximate))
     return x + drop(dense(x.shape[-1], "mlp_out")(y))

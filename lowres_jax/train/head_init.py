@@ -13,7 +13,7 @@ or fine-tuning from such a head is the "prototype init" trick; with 0 steps it i
 
 from __future__ import annotations
 
-from typing import Any, Callable, Mapping
+from typing import Callable, Mapping
 
 import jax
 import numpy as np
