@@ -42,15 +42,6 @@ LITE_STAGES: tuple[tuple[int, int, int, int, int, int], ...] = (
 STEM_FEATURES = 32
 HEAD_FEATURES = 1280
 
-# The published variants: (width_mult, depth_mult, resolution, dropout).
-LITE_VARIANTS: dict[str, tuple[float, float, int, float]] = {
-    "lite0": (1.0, 1.0, 224, 0.2),
-    "lite1": (1.0, 1.1, 240, 0.2),
-    "lite2": (1.1, 1.2, 260, 0.3),
-    "lite3": (1.2, 1.4, 280, 0.3),
-    "lite4": (1.4, 1.8, 300, 0.3),
-}
-
 
 def round_filters(filters: int, width_mult: float, divisor: int = 8) -> int:
   """Channels scaled by ``width_mult`` and rounded to a multiple of ``divisor`` (TF rule)."""
@@ -195,12 +186,3 @@ class EfficientNetLite(nn.Module):
     logits = nn.Dense(self.num_classes, dtype=self.dtype, name="head",
                       kernel_init=nn.initializers.zeros)(x)
     return logits, aux
-
-
-def lite_variant(name: str, num_classes: int, **kwargs: Any) -> EfficientNetLite:
-  """``EfficientNetLite`` configured as ``lite0`` ... ``lite4`` (resolution as image_size)."""
-  width, depth, size, dropout = LITE_VARIANTS[name]
-  fields = dict(width_mult=width, depth_mult=depth, image_size=size, dropout=dropout)
-  fields.update(kwargs)
-  return EfficientNetLite(num_classes=num_classes, **fields)
-

@@ -13,6 +13,7 @@ or fine-tuning from such a head is the "prototype init" trick; with 0 steps it i
 
 from __future__ import annotations
 
+import functools
 from typing import Callable, Mapping
 
 import jax
@@ -21,9 +22,15 @@ import numpy as np
 HEAD_INITS = ("zero", "class_means", "label_names")
 
 
+@functools.lru_cache(maxsize=8)
+def _pre_logits_fn(model):
+  """One jitted embedding function per model, so a sweep's runs reuse its compilation."""
+  return jax.jit(lambda v, b: model.apply(v, b, train=False)[1]["pre_logits"])
+
+
 def embed(model, variables, inputs: Mapping[str, np.ndarray], chunk: int = 64) -> np.ndarray:
   """``pre_logits`` of every example, in fixed-size chunks (one compiled shape)."""
-  fn = jax.jit(lambda v, b: model.apply(v, b, train=False)[1]["pre_logits"])
+  fn = _pre_logits_fn(model)
   num = len(next(iter(inputs.values())))
   outputs = []
   for start in range(0, num, chunk):
