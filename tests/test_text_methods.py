@@ -38,8 +38,9 @@ def test_class_mean_head_holds_the_scaled_normalised_class_means():
   x = np.array([[1.0, 1.0], [3.0, 1.0], [0.0, -2.0]], np.float32)
   model = Features(2)
   variables = jax.device_get(model.init(jax.random.PRNGKey(0), {"x": x}))
-  variables = head_init.initial_head("class_means", model, variables,
-                                     {"x": x, "label": np.array([0, 0, 1])}, 2, 5.0, None)
+  kernel, bias = head_init.fit_head("class_means", lambda: x, np.array([0, 0, 1]), None, 2,
+                                    5.0, 0.0)
+  variables = head_init.with_head(variables, kernel, bias)
   kernel = variables["params"]["head"]["kernel"]
   np.testing.assert_allclose(kernel[:, 0], 5.0 * np.array([2.0, 1.0]) / np.sqrt(5), rtol=1e-6)
   np.testing.assert_allclose(kernel[:, 1], [0.0, -5.0], atol=1e-6)
@@ -57,8 +58,10 @@ def test_zero_shot_picks_the_obvious_label():
   spec = init_lib.InitSpec("checkpoint", "package:all_minilm_l6_v2", dont_load="pooler")
   variables = init_lib.merge(fresh, init_lib.load(spec, "bert", None), spec)
   names = head_init.template_names(["computers", "food", "sports"], "A quote about {}.")
-  variables = head_init.initial_head("label_names", model, variables, {}, 3, 20.0,
-                                     lambda: tokenizer.encode(names, 32))
+  embed = lambda inputs: np.asarray(model.apply(variables, inputs)[1]["pre_logits"])
+  kernel, bias = head_init.fit_head("label_names", None, np.zeros(0, int),
+                                    lambda: embed(tokenizer.encode(names, 32)), 3, 20.0, 0.0)
+  variables = head_init.with_head(variables, kernel, bias)
   sentences = ["My laptop crashed again while compiling the kernel.",
                "Fresh bread with butter and a bowl of tomato soup.",
                "The striker scored in the last minute and the fans stormed the pitch."]

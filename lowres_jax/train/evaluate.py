@@ -31,6 +31,17 @@ class Evaluator:
 
     ``variables`` are the stacked runs' {'params', ...model state}.
     """
+    return self.outputs(variables, inputs, shared, "logits")
+
+  def features(self, variables, inputs: dict[str, np.ndarray]) -> np.ndarray:
+    """``pre_logits`` (N, D) of one run's ``variables`` (unstacked) on (N, ...) inputs."""
+    stacked = parallel.put_replicated(jax.tree.map(lambda leaf: np.asarray(leaf)[None],
+                                                   variables), self.mesh)
+    return self.outputs(stacked, inputs, True, "pre_logits")[0].astype(np.float32)
+
+  def outputs(self, variables, inputs: dict[str, np.ndarray], shared: bool,
+              output: str) -> np.ndarray:
+    """``logits`` or a named intermediate of the model, batched as ``logits`` describes."""
     example_axis = 0 if shared else 1
     num = jax.tree.leaves(inputs)[0].shape[example_axis]
     padded_num = -(-num // self.batch_size) * self.batch_size
@@ -43,7 +54,7 @@ class Evaluator:
     inputs = {k: pad(v) for k, v in inputs.items()}
     sharding = parallel.batch_sharding(self.mesh, leading_unsharded=example_axis)
     replicated = parallel.replicated(self.mesh)
-    jitted = jax.jit(step_lib.vmap_over_runs(step_lib.make_eval_logits(self.model),
+    jitted = jax.jit(step_lib.vmap_over_runs(step_lib.make_eval_logits(self.model, output),
                                              shared_argnums=(1,) if shared else ()),
                      in_shardings=(replicated, sharding), out_shardings=replicated)
 
@@ -53,7 +64,8 @@ class Evaluator:
                           sharding)
 
     first = batch(0)
-    compiled = self.cache.get("eval_logits", (self.model, shared, parallel.mesh_key(self.mesh)),
+    compiled = self.cache.get("eval_" + output,
+                              (self.model, shared, parallel.mesh_key(self.mesh)),
                               jitted, variables, first)
     outputs = [parallel.fetch(compiled(variables, first if start == 0 else batch(start)))
                for start in range(0, padded_num, self.batch_size)]

@@ -11,6 +11,7 @@ import dataclasses
 import functools
 import logging
 import os
+import shutil
 import time
 from typing import Any, Sequence
 
@@ -22,13 +23,14 @@ from lowres_jax import checkpoint, parallel
 from lowres_jax.config import config_hash, duration_to_steps
 from lowres_jax.data import augment, fewshot, sources, text_sources
 from lowres_jax.models import build_model
+from lowres_jax.train import features as features_lib
 from lowres_jax.train import head_init, hparams as hparams_lib, optim, step as step_lib
 from lowres_jax.train.compiled import CompileCache
 from lowres_jax.train.evaluate import Evaluator, split_metrics
 from lowres_jax.train.plan import RunPlan, read_plan
 from lowres_jax.train.progress import Progress
 from lowres_jax.train import workdir as workdir_lib
-from lowres_jax.train.state import TrainState, split_variables, stack
+from lowres_jax.train.state import TrainState, split_variables, stack, unstack
 from lowres_jax.weights import init as init_lib
 from lowres_jax.train.writer import MetricsWriter
 
@@ -149,14 +151,14 @@ def _train_unfinished(configs, plans: list[RunPlan], workdirs: list[str], cache:
   fresh = [_initial_state(task.model, task.optim_spec, p, sample) for p in plans]
   managers = [checkpoint.make_manager(w, plan.keep_checkpoints) for w in workdirs]
   start_step, states = workdir_lib.restore_or_start(managers, fresh)
+  evaluator = Evaluator(task.model, plan.eval_batch_size, mesh, cache)
   if start_step == 0:  # Pretrained weights matter only to a start: a resume has its own.
     pretrained = init_lib.load(plan.init, plan.model_name,
                                lambda: _ensure_source_trained(plan, cache, show_progress))
-    states = [_initial_state(task.model, task.optim_spec, p, sample, pretrained,
-                             train.inputs()) for p, train in zip(plans, task.trains)]
+    states = [_initial_state(task.model, task.optim_spec, p, sample, pretrained, train,
+                             evaluator) for p, train in zip(plans, task.trains)]
   writers = ([MetricsWriter(w, start_step) for w in workdirs]
              if parallel.is_main_process() else [])
-  evaluator = Evaluator(task.model, plan.eval_batch_size, mesh, cache)
   label = workdirs[0] if len(workdirs) == 1 else f"{len(workdirs)} runs"
   progress = Progress(task.total_steps, start_step, os.path.basename(label.rstrip("/")) or label,
                       enabled=show_progress and parallel.is_main_process())
@@ -165,7 +167,7 @@ def _train_unfinished(configs, plans: list[RunPlan], workdirs: list[str], cache:
       plans, task, parallel.put_replicated(stack(states), mesh), start_step, mesh, cache,
       evaluator, writers, managers, progress, workdirs, stop_on_nonfinite)
 
-  final = _final_metrics(evaluator, state.variables(), task.vals, task.test, task.num_classes)
+  final = _final_metrics(plan, evaluator, state, task)
   for i in diverged:
     final[i] = {}  # A diverged model's predictions are meaningless; report none.
   for i, writer in enumerate(writers):
@@ -192,6 +194,8 @@ def _train_unfinished(configs, plans: list[RunPlan], workdirs: list[str], cache:
     summary["diverged_at_step"] = diverged.get(i)
     if parallel.is_main_process():
       workdir_lib.write_json(os.path.join(workdir, workdir_lib.SUMMARY_FILE), summary)
+      if p.keep_checkpoints == 0:  # Only the table was wanted: free the disk once finished.
+        shutil.rmtree(os.path.join(workdir, "checkpoints"), ignore_errors=True)
     summaries.append(summary)
   return summaries
 
@@ -233,10 +237,28 @@ def _run_steps(plans: list[RunPlan], task: _Task, state, step: int, mesh, cache:
     progress.update(step, float(np.nanmean(metrics["loss"][:, -1])))
     if plan.eval_every and step % plan.eval_every == 0 and step < task.total_steps:
       _log_validation(evaluator, state.variables(), task.vals, task.num_classes, step, writers)
+    if step == task.total_steps and plan.head_refit:
+      state = _refit_heads(plans, task, evaluator, state, mesh, diverged)
     if step == task.total_steps or (plan.checkpoint_every and step % plan.checkpoint_every == 0):
       workdir_lib.save_all(managers, state, step)
   progress.close()
   return state, train_seconds, diverged
+
+
+def _refit_heads(plans: list[RunPlan], task: _Task, evaluator: Evaluator, state: TrainState,
+                 mesh, diverged: dict[int, int]) -> TrainState:
+  """SetFit's second stage: each run's head fitted again (``plan.head_refit``) on its trained
+  encoder's embeddings of its k-shot set, before the last checkpoint is written, so the
+  checkpoint holds the head the metrics are of. Diverged runs keep theirs."""
+  variables = parallel.fetch(state.variables())
+  heads = []
+  for i, (p, train) in enumerate(zip(plans, task.trains)):
+    run_variables = unstack(variables, i)
+    if i not in diverged:
+      run_variables = _fit_head(p, p.head_refit, run_variables, train, evaluator)
+    heads.append(run_variables["params"]["head"])
+  params = {**variables["params"], "head": stack(heads)}
+  return state.replace(params=parallel.put_replicated(params, mesh))
 
 
 def _compiled_chunk(spec, mesh, cache, *args):
@@ -249,22 +271,44 @@ def _compiled_chunk(spec, mesh, cache, *args):
 
 def _initial_state(model, optim_spec: optim.OptimSpec, plan: RunPlan, sample: dict,
                    pretrained: init_lib.Loaded | None = None,
-                   train_inputs: dict | None = None) -> TrainState:
-  """The run's state at step 0; without ``train_inputs`` only its shapes matter (a template
-  to restore a checkpoint into), so pretrained weights and the head initialiser are skipped."""
+                   train: sources.Examples | None = None,
+                   evaluator: Evaluator | None = None) -> TrainState:
+  """The run's state at step 0; without ``train`` only its shapes matter (a template to
+  restore a checkpoint into), so pretrained weights and the head initialiser are skipped."""
   init_key, train_key = jax.random.split(jax.random.PRNGKey(plan.seed))
   variables = jax.device_get(_init_variables(model, init_key, sample))
   if pretrained is not None:
     variables = init_lib.merge(variables, pretrained, plan.init)
-  if train_inputs is not None:
-    variables = head_init.initial_head(plan.head_init, model, variables, train_inputs,
-                                       len(plan.classes), plan.head_scale,
-                                       lambda: _label_inputs(plan))
+  if train is not None and plan.head_init != "zero":
+    variables = _fit_head(plan, plan.head_init, variables, train, evaluator)
   params, model_state = split_variables(variables)
   tx = optim.build_optimizer(optim_spec, hparams_lib.placeholder(), params)
   return TrainState(step=np.zeros((), np.int32), params=params, model_state=model_state,
                     opt_state=jax.device_get(tx.init(params)), rng=np.asarray(train_key),
                     extra={})
+
+
+def _fit_head(plan: RunPlan, kind: str, variables: dict, train: sources.Examples,
+              evaluator: Evaluator) -> dict:
+  """``variables`` (one run's) with the head ``kind`` fitted on their own embeddings."""
+  fingerprint = features_lib.shared_fingerprint(
+      jax.tree.map(lambda leaf: np.asarray(leaf)[None], variables))
+  kernel, bias = head_init.fit_head(
+      kind, lambda: _features(plan, evaluator, variables, fingerprint, plan.train_split, train),
+      train.labels, lambda: evaluator.features(variables, _label_inputs(plan)),
+      len(plan.classes), plan.head_scale, plan.head_l2)
+  return head_init.with_head(variables, kernel, bias)
+
+
+def _features(plan: RunPlan, evaluator: Evaluator, variables: dict, fingerprint: str,
+              split: str, examples: sources.Examples) -> np.ndarray:
+  """``pre_logits`` of ``examples`` (from ``split``) under the backbone ``fingerprint``,
+  embedded once per process and example (train/features.py)."""
+  source = (plan.dataset, split, plan.data_dir, plan.tokenizer, plan.max_length)
+  inputs = examples.inputs()
+  return features_lib.FEATURES.features(
+      fingerprint, source, examples.ids,
+      lambda rows: evaluator.features(variables, {k: v[rows] for k, v in inputs.items()}))
 
 
 @functools.partial(jax.jit, static_argnums=0)
@@ -311,15 +355,34 @@ def _log_validation(evaluator, variables, vals, num_classes, step, writers) -> N
     writer.write(step, split_metrics(logits[i], vals[i].labels, num_classes, "val"))
 
 
-def _final_metrics(evaluator, variables, vals, test, num_classes) -> list[dict]:
-  results = [{} for _ in vals]
-  if len(vals[0]):
-    val_logits = evaluator.logits(variables, stack([v.inputs() for v in vals]), shared=False)
-    for i, val in enumerate(vals):
-      results[i].update(split_metrics(val_logits[i], val.labels, num_classes, "val"))
-  test_logits = evaluator.logits(variables, test.inputs(), shared=True)
-  for i in range(len(vals)):
-    results[i].update(split_metrics(test_logits[i], test.labels, num_classes, "test"))
+def _final_metrics(plan: RunPlan, evaluator: Evaluator, state: TrainState,
+                   task: _Task) -> list[dict]:
+  """Validation and test metrics of every run. When all runs share one backbone (nothing
+  trained but the heads), their logits come from cached features (train/features.py)."""
+  variables = parallel.fetch(state.variables())
+  fingerprint = features_lib.shared_fingerprint(variables)
+  backbone = unstack(variables, 0)
+
+  def split_logits(examples: list[sources.Examples], split: str, shared: bool) -> np.ndarray:
+    """(runs, N, classes); ``examples`` is the one shared split or one per run."""
+    if fingerprint is None:
+      inputs = examples[0].inputs() if shared else stack([e.inputs() for e in examples])
+      return evaluator.logits(state.variables(), inputs, shared)
+    features = [_features(plan, evaluator, backbone, fingerprint, split, e) for e in examples]
+    if shared:
+      return features_lib.head_logits(features[0], variables["params"])
+    return np.stack([features_lib.head_logits(f, unstack(variables["params"], i, keepdims=True))[0]
+                     for i, f in enumerate(features)])
+
+  results = [{} for _ in task.vals]
+  if len(task.vals[0]):
+    val_logits = split_logits(task.vals, plan.train_split, shared=False)
+    for i, val in enumerate(task.vals):
+      results[i].update(split_metrics(val_logits[i], val.labels, task.num_classes, "val"))
+  test_logits = split_logits([task.test], plan.test_split, shared=True)
+  for i in range(len(task.vals)):
+    results[i].update(split_metrics(test_logits[i], task.test.labels, task.num_classes,
+                                    "test"))
   return results
 
 

@@ -18,6 +18,8 @@ from lowres_jax.data.fewshot import ALL_SHOTS
 from lowres_jax.models import MODELS
 from lowres_jax.train import hparams as hparams_lib
 from lowres_jax.train.head_init import HEAD_INITS
+
+REFIT_HEADS = ("class_means", "ridge", "logistic")  # Those that read the labelled examples.
 from lowres_jax.train.losses import LOSSES
 from lowres_jax.train.optim import OPTIMIZERS
 from lowres_jax.train.step import FORWARD_MODES
@@ -61,6 +63,8 @@ class RunPlan:
   loss: str
   head_init: str
   head_scale: float
+  head_l2: float     # Penalty of the fitted heads (head_init / head_refit 'ridge', 'logistic').
+  head_refit: str    # '' or a head initialiser fitted again on the trained encoder at the end.
   # Evaluation, logging, checkpoints.
   eval_batch_size: int
   eval_every: int
@@ -119,6 +123,8 @@ def read_plan(config: ml_collections.ConfigDict, reads: set[str] | None = None) 
       loss=_optional(c.train, "loss", "cross_entropy"),
       head_init=_optional(c, "head_init", "zero"),
       head_scale=float(_optional(c, "head_scale", 10.0)),
+      head_l2=float(_optional(c, "head_l2", 1e-3)),
+      head_refit=_optional(c, "head_refit", ""),
       eval_batch_size=int(c.eval.batch_size), eval_every=int(c.eval.every),
       log_every=int(c.log_every), checkpoint_every=int(c.checkpoint_every),
       keep_checkpoints=int(c.keep_checkpoints))
@@ -184,6 +190,14 @@ def _validate(plan: RunPlan) -> None:
   _check_named(plan.forward_mode, FORWARD_MODES, "config.train.forward_mode")
   _check_named(plan.loss, LOSSES, "config.train.loss")
   _check_named(plan.head_init, HEAD_INITS, "config.head_init")
+  if plan.keep_checkpoints < 0:
+    raise ConfigError(f"config.keep_checkpoints = {plan.keep_checkpoints} must be >= 0 (0 "
+                      "deletes a run's checkpoints once it has finished)")
+  if plan.head_refit:
+    _check_named(plan.head_refit, REFIT_HEADS, "config.head_refit")
+  if plan.head_l2 < 0 or (plan.head_l2 == 0 and "ridge" in (plan.head_init, plan.head_refit)):
+    raise ConfigError(f"config.head_l2 = {plan.head_l2} must be >= 0 (> 0 for a ridge head: "
+                      "with more embedding dimensions than examples it has no unique solution)")
   if plan.tokenizer and plan.max_length <= 0:
     raise ConfigError("config.data.max_length must be positive for a text dataset "
                       f"(config.data.tokenizer = {plan.tokenizer!r})")

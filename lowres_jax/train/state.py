@@ -41,5 +41,6 @@ def stack(states: list[Any]) -> Any:
   return jax.tree.map(lambda *leaves: np.stack([np.asarray(l) for l in leaves]), *states)
 
 
-def unstack(tree: Any, index: int) -> Any:
-  return jax.tree.map(lambda leaf: leaf[index], tree)
+def unstack(tree: Any, index: int, keepdims: bool = False) -> Any:
+  """Run ``index`` of a stacked pytree (as a stack of one with ``keepdims``)."""
+  return jax.tree.map(lambda leaf: leaf[index:index + 1] if keepdims else leaf[index], tree)

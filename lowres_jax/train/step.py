@@ -106,12 +106,13 @@ def make_train_chunk(spec: StepSpec, batch_sharding: NamedSharding) -> Callable:
   return chunk
 
 
-def make_eval_logits(model: nn.Module) -> Callable:
-  """``eval(variables, batch) -> logits`` for one padded batch of one run."""
+def make_eval_logits(model: nn.Module, output: str = "logits") -> Callable:
+  """``eval(variables, batch) -> logits`` for one padded batch of one run; with ``output`` a
+  named intermediate (``"pre_logits"``) instead."""
 
   def evaluate(variables, batch):
-    logits, _ = model.apply(variables, batch, train=False)
-    return logits
+    logits, intermediates = model.apply(variables, batch, train=False)
+    return logits if output == "logits" else intermediates[output]
 
   return evaluate
 
