@@ -102,7 +102,7 @@ def _frozen_config(data_dir, tmp_path, lr):
 def test_frozen_runs_embed_each_example_once_and_match_plain_evaluation(data_dir, tmp_path,
                                                                         monkeypatch):
   configs = [_frozen_config(data_dir, tmp_path, lr) for lr in (0.1, 0.2)]
-  features_lib.FEATURES.__init__()
+  features_lib.FEATURES.clear()
   cached = loop.train_group(configs, [str(tmp_path / "a0"), str(tmp_path / "a1")],
                             show_progress=False)
   # Both runs share seed and backbone: the test set and the k-shot/validation examples are

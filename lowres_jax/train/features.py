@@ -66,6 +66,10 @@ class FeatureCache:
         collections.OrderedDict())
     self.computed = 0  # Examples embedded (tests read it to check reuse).
 
+  def clear(self) -> None:
+    self._rows.clear()
+    self.computed = 0
+
   def features(self, fingerprint: str, source: SourceKey, ids: np.ndarray,
                compute: Callable[[np.ndarray], np.ndarray]) -> np.ndarray:
     """Rows for ``ids``; ``compute(positions)`` embeds the examples at those positions of
