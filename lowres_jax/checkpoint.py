@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+import glob
 import logging
 import os
+import shutil
 from typing import Any
 
 import orbax.checkpoint as ocp
+
+from lowres_jax import failpoints, storage
 
 log = logging.getLogger(__name__)
 
@@ -33,11 +37,45 @@ def save(manager: ocp.CheckpointManager, step: int, state: Any) -> None:
 
   A step can exist already when a group of runs was killed while saving its members one by
   one: the group then resumes from the last step all members have and passes this one again.
+  A save killed half-way leaves orbax's temporary folder, which would make the next save of
+  that step fail; the process owns the workdir (storage.owner), so it is removed first. A
+  failed write (a full disk) raises WorkdirError and leaves the earlier checkpoints usable.
   """
-  if step in manager.all_steps():
-    manager.delete(step)
-  manager.save(step, args=ocp.args.StandardSave(state), force=True)
-  manager.wait_until_finished()
+  directory = str(manager.directory)
+  for leftover in glob.glob(os.path.join(directory, f"{step}.orbax-checkpoint-tmp*")):
+    shutil.rmtree(leftover, ignore_errors=True)
+  failpoints.hit("checkpoint.save")
+  try:
+    if step in manager.all_steps():
+      manager.delete(step)
+    manager.save(step, args=ocp.args.StandardSave(state), force=True)
+    manager.wait_until_finished()
+  except Exception as error:  # Orbax reports a full disk as ValueError("RESOURCE_EXHAUSTED...").
+    if not _is_storage_error(error):
+      raise
+    for partial in glob.glob(os.path.join(directory, f"{step}.orbax-checkpoint-tmp*")):
+      shutil.rmtree(partial, ignore_errors=True)
+    earlier = sorted(s for s in manager.all_steps() if s != step)
+    kept = (f"the checkpoint of step {earlier[-1]} is intact" if earlier
+            else "no earlier checkpoint exists")
+    raise storage.WorkdirError(
+        f"could not save the checkpoint of step {step} in {directory}: "
+        f"{_first_line(error)}; {kept}. Free space (or fix the cause) and rerun the same "
+        "command to resume.") from None
+
+
+def _is_storage_error(error: Exception) -> bool:
+  """An OSError, or orbax/tensorstore's wrapping of one (its text carries the OS error)."""
+  text = str(error)
+  return isinstance(error, OSError) or any(
+      marker in text for marker in ("os_error_code", "RESOURCE_EXHAUSTED", "No space left",
+                                    "PERMISSION_DENIED", "Read-only file system"))
+
+
+def _first_line(error: Exception) -> str:
+  if isinstance(error, OSError):
+    return storage.describe_os_error(error)
+  return str(error).strip().splitlines()[0][:300]
 
 
 def restore_latest(manager: ocp.CheckpointManager, template: Any,

@@ -10,6 +10,8 @@ from __future__ import annotations
 import difflib
 import hashlib
 import json
+import math
+import numbers
 import re
 from typing import Any
 
@@ -102,43 +104,55 @@ def config_hash(config: ml_collections.ConfigDict | dict, length: int = 16) -> s
   return hashlib.sha256(blob).hexdigest()[:length]
 
 
-_DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(steps?|ep|epochs?|ex|examples?)?\s*$")
+_DURATION = re.compile(r"^\s*([-+]?\d+(?:\.\d+)?)\s*(steps?|ep|epochs?|ex|examples?)?\s*$")
 
 
-def duration_to_steps(spec: int | str, num_train_examples: int, batch_size: int) -> int:
+def parse_duration(spec: float | str, key: str = "duration") -> tuple[float, str]:
+  """'30 epochs' -> (30.0, 'epochs'); a bare number counts steps. ``key`` names the field in
+  errors. Raises ConfigError for text it cannot read or a negative amount ('0 ...' is valid:
+  no training, e.g. zero-shot or nearest class mean)."""
+  if isinstance(spec, bool) or not isinstance(spec, (numbers.Real, str)):
+    raise ConfigError(f"{key} = {spec!r} must be a string such as '300 steps', '30 epochs' or "
+                      "'6400 examples' (or a number: steps)")
+  if isinstance(spec, numbers.Real):
+    amount, unit = float(spec), "steps"
+  else:
+    match = _DURATION.match(spec)
+    if not match:
+      raise ConfigError(
+          f"{key} = {spec!r} is not understood; write a number and a unit, e.g. '300 steps', "
+          "'30 epochs' ('30ep') or '6400 examples'")
+    amount, unit = float(match.group(1)), match.group(2) or "steps"
+  if not math.isfinite(amount):
+    raise ConfigError(f"{key} = {spec!r} is not a finite length; write e.g. '300 steps'")
+  if amount < 0:
+    raise ConfigError(f"{key} = {spec!r} is negative; give a positive length such as "
+                      "'300 steps' or '30 epochs' (or exactly 0: no training, e.g. zero-shot "
+                      "or nearest class mean)")
+  return amount, unit
+
+
+def duration_to_steps(spec: float | str, num_train_examples: int, batch_size: int) -> int:
   """Parses '300 steps' (or '300'), '30 epochs' ('30ep') or '6400 examples' into steps.
 
   Epochs are the natural unit at k-shot: "30 epochs over 50 examples" reads better than
-  "47 steps". Fractions round up so a duration never trains for zero steps unless it says 0.
+  "47 steps". Fractions round up so a duration never trains for zero steps unless it says 0
+  (in any unit: '0 epochs' is 0 steps too).
   """
-  if isinstance(spec, int):
-    steps = spec
+  amount, unit = parse_duration(spec)
+  if batch_size <= 0:
+    raise ConfigError(f"batch size {batch_size} must be positive")
+  if unit.startswith("step"):
+    examples = amount * batch_size
+  elif unit.startswith("ep"):
+    examples = amount * num_train_examples
   else:
-    match = _DURATION.match(str(spec))
-    if not match:
-      raise ConfigError(
-          f"duration {spec!r} not understood; write e.g. '300 steps', '30 epochs' or "
-          "'6400 examples'")
-    amount, unit = float(match.group(1)), match.group(2) or "steps"  # A bare number: steps.
-    if unit.startswith("step"):
-      examples = amount * batch_size
-    elif unit.startswith("ep"):
-      examples = amount * num_train_examples
-    else:
-      examples = amount
-    steps = int(-(-examples // batch_size))
-  if steps < 0 or (steps == 0 and amount_of(spec) != 0):
-    raise ConfigError(f"duration {spec!r} gives {steps} steps; it must be positive "
-                      "(or exactly 0: no training, e.g. zero-shot or nearest class mean)")
+    examples = amount
+  steps = int(-(-examples // batch_size))
+  if steps == 0 and amount != 0:  # E.g. epochs over an empty training set.
+    raise ConfigError(f"duration {spec!r} gives 0 steps over {num_train_examples} training "
+                      "examples; it must be positive (or exactly 0: no training)")
   return steps
-
-
-def amount_of(spec: int | str) -> float:
-  """The number in a duration: 0 for '0 steps', meaning evaluate without training."""
-  if isinstance(spec, int):
-    return float(spec)
-  match = _DURATION.match(str(spec))
-  return float(match.group(1)) if match else float("nan")
 
 
 def apply_overrides(config: ml_collections.ConfigDict,
@@ -167,9 +181,28 @@ def load_module(path: str):
   """Imports a Python file by path (config files are files, not an importable package)."""
   import importlib.util
   import os
-  if not os.path.exists(path):
-    raise ConfigError(f"config file {path} does not exist")
+  if not os.path.isfile(path):
+    raise ConfigError(f"config file {path} does not exist{_missing_file_hint(path)}")
   spec = importlib.util.spec_from_file_location(os.path.splitext(os.path.basename(path))[0], path)
   module = importlib.util.module_from_spec(spec)
-  spec.loader.exec_module(module)
+  try:
+    spec.loader.exec_module(module)
+  except SyntaxError as error:  # The traceback would only point into importlib.
+    line = f": {error.text.strip()}" if error.text and error.text.strip() else ""
+    raise ConfigError(f"config file {error.filename or path}, line {error.lineno}: "
+                      f"{type(error).__name__}: {error.msg}{line}") from None
   return module
+
+
+def _missing_file_hint(path: str) -> str:
+  """Where a relative path was looked for, and the config files near the one named."""
+  import os
+  folder = os.path.dirname(path) or "."
+  where = "" if os.path.isabs(path) else f" (relative to {os.getcwd()})"
+  if not os.path.isdir(folder):
+    return f"{where}; neither does its folder {folder}"
+  files = sorted(f for f in os.listdir(folder) if f.endswith(".py") and not f.startswith("_"))
+  close = difflib.get_close_matches(os.path.basename(path), files, n=3)
+  hint = f"; did you mean {', '.join(os.path.join(folder, f) for f in close)}?" if close else "."
+  listing = f" Config files in {folder}: {', '.join(files)}" if files else ""
+  return f"{where}{hint}{listing}"

@@ -8,7 +8,7 @@ from typing import Callable
 
 def user_error_types() -> tuple[type[BaseException], ...]:
   """Exceptions whose message already says what is wrong and how to fix it."""
-  from lowres_jax import checkpoint
+  from lowres_jax import checkpoint, storage
   from lowres_jax.config import ConfigError
   from lowres_jax.data import builders, fewshot, sources
   from lowres_jax.train import loop
@@ -16,12 +16,18 @@ def user_error_types() -> tuple[type[BaseException], ...]:
   # WeightsError covers a missing checkpoint, an unsafe pickle and an unreachable hub id.
   return (ConfigError, sources.DatasetError, builders.DatasetMissingError, fewshot.ShotsError,
           loop.NonFiniteLossError, init.InitError, weights_errors.WeightsError,
-          checkpoint.NoUsableCheckpointError)
+          checkpoint.NoUsableCheckpointError, storage.WorkdirError)
 
 
 def run_with_clear_errors(entry: Callable[[], None]) -> None:
+  """Runs ``entry``: a user error exits 2 with one line; a run stopped by SIGINT/SIGTERM
+  exits 128 + the signal's number with one line saying what was saved."""
+  from lowres_jax.train import interrupt
   try:
     entry()
   except user_error_types() as error:
     print(f"lowres_jax: error: {error}", file=sys.stderr)
     sys.exit(2)
+  except interrupt.Interrupted as stop:
+    print(f"lowres_jax: {stop}", file=sys.stderr)
+    sys.exit(stop.exit_code)

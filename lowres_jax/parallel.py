@@ -63,8 +63,10 @@ def check_divisible(size: int, what: str) -> None:
   devices = jax.device_count()
   if size % devices:
     from lowres_jax.config import ConfigError
+    lower, upper = size // devices * devices, (size // devices + 1) * devices
+    choices = f"{lower} or {upper}" if lower > 0 else f"{upper}"
     raise ConfigError(f"{what} = {size} must be divisible by the number of devices ({devices}) "
-                     "so the batch splits evenly over the mesh")
+                      f"so the batch splits evenly over the mesh; use e.g. {choices}")
 
 
 def is_main_process() -> bool:

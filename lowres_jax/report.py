@@ -19,6 +19,7 @@ import os
 from collections.abc import Iterable, Sequence
 from typing import Any
 
+from lowres_jax import storage
 from lowres_jax.eval.stats import MeanCI, format_mean_ci, mean_ci, paired_difference
 
 SPLITS = ("val", "test")
@@ -313,7 +314,7 @@ def write_csv(rows: Sequence[dict], path: str) -> None:
   """One line per row, a header of all row fields (first-appearance order), None as empty."""
   fields = list(dict.fromkeys(key for row in rows for key in row))
   _ensure_parent(path)
-  with open(path, "w", newline="") as f:
+  with storage.replacing(path, newline="") as f:
     writer = csv.DictWriter(f, fieldnames=fields, restval="")
     writer.writeheader()
     for row in rows:
@@ -356,7 +357,8 @@ def plot_accuracy_vs_shots(rows: Sequence[dict], path: str, metric: str = TABLE_
     ax.grid(True, alpha=0.3)
     ax.legend(fontsize="small")
   _ensure_parent(path)
-  fig.savefig(path, dpi=150)
+  with storage.replacing(path, "wb") as f:
+    fig.savefig(f, format="png", dpi=150)
 
 
 def write_report(records: Iterable[Record], out_prefix: str, command: str, title: str,
@@ -367,10 +369,8 @@ def write_report(records: Iterable[Record], out_prefix: str, command: str, title
   rows = build_table(records, metric=metric, baseline=baseline)
   paths = {"markdown": f"{out_prefix}.md", "csv": f"{out_prefix}.csv", "plot": f"{out_prefix}.png"}
   _ensure_parent(paths["markdown"])
-  with open(paths["markdown"], "w") as f:
-    f.write(format_markdown(rows, metric, command, title, notes))
-    f.write(_split_sizes(records))
-    f.write(_divergence_note(records))
+  storage.write_text(paths["markdown"], format_markdown(rows, metric, command, title, notes)
+                     + _split_sizes(records) + _divergence_note(records))
   write_csv(rows, paths["csv"])
   plot_accuracy_vs_shots(rows, paths["plot"], metric)
   return paths

@@ -162,11 +162,27 @@ def main_command(config_path: str, workdir: str, run: SweepRun) -> str:
 def run_sweep(module: ModuleType, config_path: str, workdir: str, use_vmap: bool = True,
               shard_spec: tuple[int, int] = (0, 1), show_progress: bool = True,
               command: str = "") -> dict:
-  """Trains every unfinished run of this shard; writes the sweep file and the report."""
-  from lowres_jax.train import loop, workdir as workdir_lib
+  """Trains every unfinished run of this shard; writes the sweep file and the report.
+
+  The shard holds a lock on the sweep directory for its lifetime (another process starting
+  the same shard stops at once; other shards have their own lock, and each run its own), and
+  a SIGINT/SIGTERM stops it after the current group's checkpoint (train/interrupt.py).
+  """
+  from lowres_jax import storage
+  from lowres_jax.train import interrupt
+  runs = expand(module)  # Every run validated before anything is created or trained.
+  lock = "sweep" if shard_spec[1] == 1 else f"sweep-shard{shard_spec[0]}of{shard_spec[1]}"
+  with storage.owner(workdir, lock, flag="--workdir (the sweep's)"), interrupt.watching():
+    return _run_groups(module, runs, config_path, workdir, use_vmap, shard_spec,
+                       show_progress, command)
+
+
+def _run_groups(module: ModuleType, runs: list[SweepRun], config_path: str, workdir: str,
+                use_vmap: bool, shard_spec: tuple[int, int], show_progress: bool,
+                command: str) -> dict:
+  from lowres_jax.train import interrupt, loop, workdir as workdir_lib
   from lowres_jax.train.compiled import CompileCache
   start = time.perf_counter()
-  runs = expand(module)
   groups = shard(group_runs(runs, use_vmap), *shard_spec)
   record = {
       "command": command,
@@ -188,6 +204,7 @@ def run_sweep(module: ModuleType, config_path: str, workdir: str, use_vmap: bool
   cache = CompileCache()
   trained = skipped = 0
   for index, group in enumerate(groups):
+    interrupt.raise_if_requested("finished runs are kept; rerun the same command to continue")
     workdirs = [os.path.join(workdir, r.name) for r in group]
     unfinished = [workdir_lib.read_summary(w) is None for w in workdirs]
     trained += sum(unfinished)
@@ -209,9 +226,9 @@ def run_sweep(module: ModuleType, config_path: str, workdir: str, use_vmap: bool
 
 
 def _write_record(path: str, record: dict) -> None:
-  os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
-  with open(path, "w") as f:
-    json.dump(record, f, indent=1, default=str)
+  from lowres_jax import storage
+  storage.ensure_directory(os.path.dirname(path) or ".")
+  storage.write_json(path, record, default=str, indent=1)
 
 
 def collect_records(workdir: str) -> tuple[dict, list[dict]]:
@@ -227,8 +244,8 @@ def collect_records(workdir: str) -> tuple[dict, list[dict]]:
                if os.path.exists(os.path.join(workdir, f))), None)
   if path is None:
     raise FileNotFoundError(f"{workdir} holds no {SWEEP_FILE}; run lowres_jax.sweep into it first")
-  with open(path) as f:
-    sweep = json.load(f)
+  from lowres_jax import storage
+  sweep = storage.read_json(path, "the sweep's list of runs")
   finished = []
   for run in sweep["runs"]:
     summary = read_summary(os.path.join(workdir, run["name"]))

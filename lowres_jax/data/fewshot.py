@@ -23,6 +23,18 @@ class ShotsError(ValueError):
   """More examples were asked of a class than the dataset has."""
 
 
+class UnknownClassError(ShotsError):
+  """The task names a class the dataset does not have (no examples of it at all)."""
+
+
+def _describe_labels(labels: np.ndarray) -> str:
+  """'0-9' for a contiguous range, else the list."""
+  labels = [int(l) for l in labels]
+  if labels and labels == list(range(labels[0], labels[-1] + 1)) and len(labels) > 2:
+    return f"{labels[0]}-{labels[-1]}"
+  return str(labels)
+
+
 @dataclasses.dataclass(frozen=True)
 class SplitManifest:
   dataset: str
@@ -56,6 +68,12 @@ def draw_manifest(pool: Examples, dataset: str, classes: Sequence[int], shots: i
   the task leaves the other classes' examples unchanged. Validation examples come first in the
   permutation, so growing ``shots`` keeps the same validation set and nests the training sets.
   """
+  present = np.unique(pool.labels)
+  absent = [int(c) for c in classes if c not in present]
+  if absent:
+    raise UnknownClassError(
+        f"config.data.classes names {absent}, which the training split of {dataset} does not "
+        f"have; its classes are {_describe_labels(present)}. Pick classes from those.")
   train_ids, val_ids = [], []
   for label in classes:
     class_ids = np.sort(pool.ids[pool.labels == label])
@@ -97,5 +115,5 @@ def remap_labels(labels: np.ndarray, classes: Sequence[int]) -> np.ndarray:
 
 
 def write_manifest(manifest: SplitManifest, path: str) -> None:
-  with open(path, "w") as f:
-    json.dump(manifest.to_json(), f, indent=1)
+  from lowres_jax import storage  # Local: keeps the data package free of the run machinery.
+  storage.write_json(path, manifest.to_json(), indent=1)

@@ -7,6 +7,7 @@ under ``jax.vmap``. A single run is a group of one, so ``main`` and ``sweep`` sh
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import functools
 import logging
@@ -19,12 +20,13 @@ import jax
 import ml_collections
 import numpy as np
 
-from lowres_jax import checkpoint, parallel
+from lowres_jax import checkpoint, failpoints, parallel, storage
 from lowres_jax.config import config_hash, duration_to_steps
 from lowres_jax.data import augment, fewshot, sources, text_sources
 from lowres_jax.models import build_model
 from lowres_jax.train import features as features_lib
-from lowres_jax.train import head_init, hparams as hparams_lib, optim, step as step_lib
+from lowres_jax.train import head_init, hparams as hparams_lib, interrupt, optim
+from lowres_jax.train import step as step_lib
 from lowres_jax.train.compiled import CompileCache
 from lowres_jax.train.evaluate import Evaluator, split_metrics
 from lowres_jax.train.plan import RunPlan, read_plan
@@ -69,13 +71,24 @@ def train_group(configs: Sequence[ml_collections.ConfigDict], workdirs: Sequence
     workdir_lib.check_same_config(config, workdir)
   summaries = [workdir_lib.read_summary(w) for w in workdirs]
   todo = [i for i, s in enumerate(summaries) if s is None]
-  if todo:
-    cache = cache if cache is not None else CompileCache()
-    trained = _train_unfinished([configs[i] for i in todo], [plans[i] for i in todo],
-                                [workdirs[i] for i in todo], cache, show_progress,
-                                stop_on_nonfinite)
-    for i, summary in zip(todo, trained):
-      summaries[i] = summary
+  if not todo:
+    return summaries
+  # One owner per workdir (DESIGN: nothing lost): a second process on a run stops at once.
+  # In a multi-host run the processes are one run: the main one holds the locks.
+  with contextlib.ExitStack() as held, interrupt.watching():
+    for i in todo:
+      held.enter_context(storage.owner(workdirs[i], enabled=parallel.is_main_process()))
+    for i in todo:  # Another process may have finished it while this one waited to start.
+      workdir_lib.check_same_config(configs[i], workdirs[i])
+      summaries[i] = workdir_lib.read_summary(workdirs[i])
+    todo = [i for i in todo if summaries[i] is None]
+    if todo:
+      cache = cache if cache is not None else CompileCache()
+      trained = _train_unfinished([configs[i] for i in todo], [plans[i] for i in todo],
+                                  [workdirs[i] for i in todo], cache, show_progress,
+                                  stop_on_nonfinite)
+      for i, summary in zip(todo, trained):
+        summaries[i] = summary
   return summaries
 
 
@@ -193,6 +206,7 @@ def _train_unfinished(configs, plans: list[RunPlan], workdirs: list[str], cache:
     summary.update(_input_stats(p))
     summary["diverged_at_step"] = diverged.get(i)
     if parallel.is_main_process():
+      failpoints.hit("run.summary")
       workdir_lib.write_json(os.path.join(workdir, workdir_lib.SUMMARY_FILE), summary)
       if p.keep_checkpoints == 0:  # Only the table was wanted: free the disk once finished.
         shutil.rmtree(os.path.join(workdir, "checkpoints"), ignore_errors=True)
@@ -239,8 +253,13 @@ def _run_steps(plans: list[RunPlan], task: _Task, state, step: int, mesh, cache:
       _log_validation(evaluator, state.variables(), task.vals, task.num_classes, step, writers)
     if step == task.total_steps and plan.head_refit:
       state = _refit_heads(plans, task, evaluator, state, mesh, diverged)
-    if step == task.total_steps or (plan.checkpoint_every and step % plan.checkpoint_every == 0):
+    saved = (step == task.total_steps
+             or (plan.checkpoint_every and step % plan.checkpoint_every == 0))
+    if saved or interrupt.requested() is not None:
       workdir_lib.save_all(managers, state, step)
+    interrupt.raise_if_requested(
+        f"the checkpoint of step {step} is saved in {', '.join(workdirs)}; rerun the same "
+        "command to resume")
   progress.close()
   return state, train_seconds, diverged
 

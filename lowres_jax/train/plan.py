@@ -12,7 +12,7 @@ from typing import Any
 
 import ml_collections
 
-from lowres_jax.config import ConfigError, TrackedConfig
+from lowres_jax.config import ConfigError, TrackedConfig, parse_duration
 from lowres_jax.data.augment import AUGMENTATIONS
 from lowres_jax.data.fewshot import ALL_SHOTS
 from lowres_jax.models import MODELS
@@ -168,6 +168,15 @@ def _validate(plan: RunPlan) -> None:
     raise ConfigError("config.data.classes is empty; name the classes of the task")
   if len(set(plan.classes)) != len(plan.classes):
     raise ConfigError(f"config.data.classes repeats a class: {plan.classes}")
+  if min(plan.classes) < 0:
+    raise ConfigError(f"config.data.classes = {plan.classes} has a negative class; classes are "
+                      "the dataset's label numbers (0, 1, ...)")
+  for key, size in (("train.batch_size", plan.batch_size),
+                    ("eval.batch_size", plan.eval_batch_size)):
+    if size <= 0:
+      raise ConfigError(f"config.{key} = {size} must be positive (a multiple of the number of "
+                        "devices)")
+  parse_duration(plan.duration, "config.train.duration")
   if plan.log_every <= 0:
     raise ConfigError("config.log_every must be positive")
   for key, every in (("eval.every", plan.eval_every),

@@ -13,7 +13,7 @@ import flax.serialization
 import ml_collections
 import numpy as np
 
-from lowres_jax import checkpoint, parallel
+from lowres_jax import checkpoint, parallel, storage
 from lowres_jax.config import ConfigError
 from lowres_jax.data import fewshot
 from lowres_jax.train.state import TrainState, unstack
@@ -28,8 +28,7 @@ def read_summary(workdir: str) -> dict | None:
   path = os.path.join(workdir, SUMMARY_FILE)
   if not os.path.exists(path):
     return None
-  with open(path) as f:
-    return json.load(f)
+  return storage.read_json(path, "a finished run's summary")
 
 
 def restore_or_start(managers, initial: list[TrainState]) -> tuple[int, list]:
@@ -80,8 +79,7 @@ def check_same_config(config: ml_collections.ConfigDict, workdir: str) -> None:
   path = os.path.join(workdir, "config.json")
   if not os.path.exists(path) or not has_progress(workdir):
     return
-  with open(path) as f:
-    saved = json.load(f)
+  saved = storage.read_json(path, "the config the run started with")
   current = json.loads(json.dumps(config.to_dict(), default=_json_default))
   if saved != current:
     flat_saved, flat_current = _flatten(saved), _flatten(current)
@@ -105,27 +103,24 @@ def _flatten(tree: dict, prefix: str = "") -> dict:
 def write_run_files(config, manifest, workdir: str) -> None:
   split_path = os.path.join(workdir, "split.json")
   if os.path.exists(split_path) and has_progress(workdir):
-    with open(split_path) as f:
-      saved = json.load(f)
+    saved = storage.read_json(split_path, "the examples the run trained on")
     drawn = manifest.to_json()
-    if (saved["train_sha256"], saved["val_sha256"]) != (drawn["train_sha256"],
-                                                        drawn["val_sha256"]):
+    if any(saved.get(key) != drawn[key] for key in ("train_ids", "val_ids", "train_sha256",
+                                                     "val_sha256")):
       raise ConfigError(
-          f"{workdir} was trained on other examples than the same config draws now (split.json "
-          "sha256 differs): the dataset was rebuilt or changed. Use a new --workdir.")
+          f"{workdir} was trained on other examples than the same config draws now (its "
+          "split.json differs: edited by hand, or the dataset was rebuilt or changed). Use a "
+          "new --workdir, or delete this one to start over.")
   if not parallel.is_main_process():
     return
-  os.makedirs(workdir, exist_ok=True)
+  storage.ensure_directory(workdir)
   write_json(os.path.join(workdir, "config.json"), config.to_dict())
   fewshot.write_manifest(manifest, os.path.join(workdir, "split.json"))
 
 
 def write_json(path: str, record: dict) -> None:
   """Writes atomically, so a kill never leaves a half-written summary that looks finished."""
-  tmp = path + ".tmp"
-  with open(tmp, "w") as f:
-    json.dump(record, f, indent=1, default=_json_default, allow_nan=True)
-  os.replace(tmp, path)
+  storage.write_json(path, record, default=_json_default, indent=1, allow_nan=True)
 
 
 def _json_default(value: Any) -> Any:

@@ -71,8 +71,12 @@ class InitSpec:
       except ValueError as error:
         raise InitError(f"config.init.path: {error}") from None
     if self.kind == "workdir" and not os.path.isdir(os.path.join(self.path, "checkpoints")):
-      raise InitError(f"config.init.path = {self.path!r} is not a workdir holding a "
-                      "checkpoints/ folder")
+      problem = ("does not exist" if not os.path.exists(self.path) else
+                 "is not a folder" if not os.path.isdir(self.path) else
+                 "has no checkpoints/ folder")
+      raise InitError(f"config.init.path = {self.path!r} {problem}; config.init.kind = "
+                      "'workdir' starts from the checkpoints of an earlier lowres_jax run, so "
+                      "point config.init.path at that run's --workdir")
 
 
 def flatten(variables: Mapping[str, Any]) -> dict[str, Any]:

@@ -1,0 +1,43 @@
+"""Named points where the chaos test kills this process, to prove a kill there loses nothing.
+
+``launch/chaos_sweep.py`` sets ``LOWRES_JAX_FAILPOINT=name:hit[:delay_ms]``: at the ``hit``-th
+time this process reaches the point ``name`` it is SIGKILLed, at once or ``delay_ms`` later
+from a timer thread (which lands the kill inside the operation that follows the point, such as
+an orbax save). Unset, a point costs one environment lookup.
+
+Points: ``checkpoint.save`` (before each checkpoint write), ``file.replace`` (an atomic file
+written but not yet renamed into place), ``run.summary`` (a run trained and evaluated, its
+summary not yet written).
+"""
+
+from __future__ import annotations
+
+import collections
+import os
+import signal
+import threading
+
+ENV = "LOWRES_JAX_FAILPOINT"
+_hits: collections.Counter = collections.Counter()
+
+
+def hit(name: str) -> None:
+  spec = os.environ.get(ENV)
+  if not spec:
+    return
+  target, count, *delay = spec.split(":")
+  if target != name:
+    return
+  _hits[name] += 1
+  if _hits[name] != int(count):
+    return
+  if delay:
+    timer = threading.Timer(float(delay[0]) / 1000, _kill)
+    timer.daemon = True
+    timer.start()
+  else:
+    _kill()
+
+
+def _kill() -> None:
+  os.kill(os.getpid(), signal.SIGKILL)

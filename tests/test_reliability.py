@@ -1,0 +1,198 @@
+"""Nothing lost, whatever happens: a double launch, a signal, a full disk, edited files."""
+
+import contextlib
+import errno
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+
+from conftest import REPO, cli_flags, cpu_env, run_main, tiny_config
+from lowres_jax import checkpoint, storage
+from lowres_jax.config import ConfigError
+from lowres_jax.train import loop
+from test_resume import ARGS, checkpoint_steps, without_timing
+
+
+def _flags(data_dir, tmp_path):
+  return [*ARGS, *cli_flags(data_dir, str(tmp_path / "cache"))]
+
+
+@pytest.fixture(scope="module")
+def reference(data_dir, tmp_path_factory):
+  """The uninterrupted run every interrupted one must end equal to: (summary, metrics)."""
+  directory = tmp_path_factory.mktemp("reference")
+  result = run_main([*_flags(data_dir, directory), f"--workdir={directory / 'run'}"])
+  assert result.returncode == 0, result.stderr[-2000:]
+  return _outcome(directory / "run")
+
+
+def _outcome(workdir):
+  summary = json.loads((workdir / "summary.json").read_text())
+  with open(workdir / "metrics.jsonl") as f:
+    return without_timing(summary), [json.loads(line) for line in f]
+
+
+def _error_lines(stderr: str) -> list[str]:
+  return [line for line in stderr.splitlines() if line.startswith("lowres_jax:")]
+
+
+def _start(args):
+  return subprocess.Popen([sys.executable, "-m", "lowres_jax.main", *args], cwd=REPO,
+                          env=cpu_env(1), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+                          text=True)
+
+
+def _wait_for_checkpoint(workdir, process, step=20):
+  deadline = time.time() + 240
+  while not any(s >= step for s in checkpoint_steps(workdir)):
+    assert process.poll() is None and time.time() < deadline, "the run ended before step 20"
+    time.sleep(0.02)
+
+
+def test_a_second_process_on_a_workdir_stops_at_once_and_a_killed_holder_blocks_nothing(
+    tmp_path, data_dir):
+  workdir = tmp_path / "run"
+  # Long enough that the first process is still training when the second has started.
+  args = [*_flags(data_dir, tmp_path), "--config.train.duration=4000 steps",
+          "--config.checkpoint_every=200", f"--workdir={workdir}"]
+  first = _start(args)
+  _wait_for_checkpoint(workdir, first, step=200)
+  second = run_main(args)
+  assert first.poll() is None, "the first run ended before the second started"
+  assert second.returncode == 2
+  (line,) = _error_lines(second.stderr)
+  assert f"is in use by PID {first.pid} on host" in line and "Traceback" not in second.stderr
+  first.kill()  # SIGKILL: the lock file stays behind, the kernel's lock does not.
+  first.wait()
+  resumed = run_main(args)
+  assert resumed.returncode == 0, resumed.stderr[-2000:]
+  _, metrics = _outcome(workdir)
+  logged = [record["step"] for record in metrics if "train/loss" in record]
+  assert logged == sorted(set(logged)) and logged[-1] == 4000  # One writer, no doubled lines.
+
+
+@pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT], ids=["SIGTERM", "SIGINT"])
+def test_a_signal_saves_a_checkpoint_and_a_rerun_resumes_to_the_same_result(
+    tmp_path, data_dir, reference, signum):
+  workdir = tmp_path / "run"
+  args = [*_flags(data_dir, tmp_path), f"--workdir={workdir}"]
+  process = _start(args)
+  _wait_for_checkpoint(workdir, process)
+  process.send_signal(signum)
+  _, stderr = process.communicate(timeout=120)
+  assert process.returncode == 128 + signum
+  (line,) = _error_lines(stderr)
+  name = signal.Signals(signum).name
+  assert line.startswith(f"lowres_jax: stopped by {name}: the checkpoint of step "), line
+  stopped_at = int(line.split("step ")[1].split()[0])
+  assert stopped_at in checkpoint_steps(workdir) and "Traceback" not in stderr
+  assert not (workdir / "summary.json").exists()
+  resumed = run_main(args)
+  assert resumed.returncode == 0, resumed.stderr[-2000:]
+  assert json.loads((workdir / "summary.json").read_text())["timing/resumed_from_step"] == (
+      stopped_at)
+  assert _outcome(workdir) == reference
+
+
+@pytest.mark.parametrize("where", ["/proc/lowres_jax_run", "FILE/run"])
+def test_an_unwritable_workdir_is_one_clear_line(tmp_path, data_dir, where):
+  (tmp_path / "FILE").write_text("a file, not a directory")
+  workdir = where.replace("FILE", str(tmp_path / "FILE"))
+  result = run_main([*_flags(data_dir, tmp_path), f"--workdir={workdir}"])
+  assert result.returncode == 2 and "Traceback" not in result.stderr
+  (line,) = _error_lines(result.stderr)
+  assert f"cannot create --workdir={workdir}" in line
+
+
+def _in_process_config(data_dir, tmp_path):
+  config = tiny_config(data_dir, str(tmp_path / "cache"))
+  config.train.duration, config.checkpoint_every = "60 steps", 20
+  return config
+
+
+# What orbax 0.11 raises when tensorstore hits a full disk (measured on a 1 MB tmpfs).
+ORBAX_FULL_DISK = ValueError(
+    'RESOURCE_EXHAUSTED: Error writing "w/0" in OCDBT database at local file "/x/": Failed to '
+    "write 1111433 bytes to file 14: No space left on device [os_error_code='28']")
+
+
+def test_a_full_disk_at_a_checkpoint_keeps_the_previous_one_and_a_rerun_resumes(
+    tmp_path, data_dir, monkeypatch):
+  config = _in_process_config(data_dir, tmp_path)
+  expected = without_timing(loop.run(config, str(tmp_path / "reference"), show_progress=False))
+  real_save = checkpoint.ocp.CheckpointManager.save
+  calls = []
+
+  def save_until_the_disk_fills(self, step, *args, **kwargs):
+    calls.append(step)
+    if len(calls) == 2:
+      raise ORBAX_FULL_DISK
+    return real_save(self, step, *args, **kwargs)
+
+  monkeypatch.setattr(checkpoint.ocp.CheckpointManager, "save", save_until_the_disk_fills)
+  with pytest.raises(storage.WorkdirError, match=r"could not save the checkpoint of step 40 .*"
+                     r"No space left on device.*step 20 is intact"):
+    loop.run(config, str(tmp_path / "run"), show_progress=False)
+  monkeypatch.setattr(checkpoint.ocp.CheckpointManager, "save", real_save)
+  resumed = loop.run(config, str(tmp_path / "run"), show_progress=False)
+  assert resumed["timing/resumed_from_step"] == 20
+  assert without_timing(resumed) == expected
+
+
+def test_a_full_disk_at_the_summary_leaves_none_and_a_rerun_writes_it(tmp_path, data_dir,
+                                                                       monkeypatch):
+  config = _in_process_config(data_dir, tmp_path)
+  real_replace = os.replace
+
+  def replace_but_not_the_summary(source, target):
+    if str(target).endswith("summary.json"):
+      raise OSError(errno.ENOSPC, "No space left on device")
+    return real_replace(source, target)
+
+  monkeypatch.setattr(storage.os, "replace", replace_but_not_the_summary)
+  with pytest.raises(storage.WorkdirError, match=r"could not write .*summary.json: No space"):
+    loop.run(config, str(tmp_path / "run"), show_progress=False)
+  assert not [f for f in os.listdir(tmp_path / "run") if f.endswith(".tmp")]
+  monkeypatch.setattr(storage.os, "replace", real_replace)
+  summary = loop.run(config, str(tmp_path / "run"), show_progress=False)
+  assert summary["timing/resumed_from_step"] == 60 and "test/accuracy" in summary
+
+
+def _interrupted_run(data_dir, tmp_path):
+  """A run with checkpoints and no summary, as a kill after its last checkpoint leaves."""
+  config = _in_process_config(data_dir, tmp_path)
+  workdir = tmp_path / "run"
+  loop.run(config, str(workdir), show_progress=False)
+  (workdir / "summary.json").unlink()
+  return config, workdir
+
+
+def test_a_hand_edited_split_is_refused(tmp_path, data_dir):
+  config, workdir = _interrupted_run(data_dir, tmp_path)
+  split = json.loads((workdir / "split.json").read_text())
+  split["train_ids"] = split["train_ids"][1:]  # Edited, its sha256 left as it was.
+  (workdir / "split.json").write_text(json.dumps(split))
+  with pytest.raises(ConfigError, match="split.json differs: edited by hand"):
+    loop.run(config, str(workdir), show_progress=False)
+
+
+@pytest.mark.parametrize("name", ["config.json", "split.json"])
+def test_a_damaged_run_file_is_named(tmp_path, data_dir, name):
+  config, workdir = _interrupted_run(data_dir, tmp_path)
+  (workdir / name).write_text('{"half": ')
+  with pytest.raises(storage.WorkdirError, match=f"{name} .* is not valid JSON"):
+    loop.run(config, str(workdir), show_progress=False)
+
+
+def test_an_atomic_write_that_fails_leaves_the_old_file_and_no_litter(tmp_path):
+  path = tmp_path / "report.md"
+  storage.write_text(str(path), "old")
+  with contextlib.suppress(RuntimeError), storage.replacing(str(path)) as handle:
+    handle.write("half of the new")
+    raise RuntimeError("killed mid-write")
+  assert path.read_text() == "old" and os.listdir(tmp_path) == ["report.md"]
