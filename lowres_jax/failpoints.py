@@ -7,7 +7,8 @@ an orbax save). Unset, a point costs one environment lookup.
 
 Points: ``checkpoint.save`` (before each checkpoint write), ``file.replace`` (an atomic file
 written but not yet renamed into place), ``run.summary`` (a run trained and evaluated, its
-summary not yet written).
+summary not yet written), ``report.write`` (a sweep report's table written, its CSV and plot
+not yet).
 """
 
 from __future__ import annotations

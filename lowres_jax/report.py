@@ -19,7 +19,7 @@ import os
 from collections.abc import Iterable, Sequence
 from typing import Any
 
-from lowres_jax import storage
+from lowres_jax import failpoints, storage
 from lowres_jax.eval.stats import MeanCI, format_mean_ci, mean_ci, paired_difference
 
 SPLITS = ("val", "test")
@@ -371,6 +371,7 @@ def write_report(records: Iterable[Record], out_prefix: str, command: str, title
   _ensure_parent(paths["markdown"])
   storage.write_text(paths["markdown"], format_markdown(rows, metric, command, title, notes)
                      + _split_sizes(records) + _divergence_note(records))
+  failpoints.hit("report.write")  # The chaos test kills here: a report half rewritten.
   write_csv(rows, paths["csv"])
   plot_accuracy_vs_shots(rows, paths["plot"], metric)
   return paths

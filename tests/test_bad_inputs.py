@@ -1,0 +1,90 @@
+"""Malformed inputs to ``python -m lowres_jax.main``: each one ends with exit code 2 and one
+``lowres_jax: error:`` line that names the problem, never a traceback.
+
+Each case is one subprocess on the seconds-long tiny default config. Cases the config
+validation catches fail before any data is read.
+
+Durations: '0 steps' (and equally '0 epochs' or '0 examples', which duration_to_steps turns into
+0 steps) is valid: it evaluates without training (zero-shot, nearest class mean). So it is not a
+case here; only negative and unparseable durations are.
+"""
+
+from __future__ import annotations
+
+import pytest
+
+from conftest import cli_flags, run_main
+
+TINY = "--config=configs/default.py:tiny=1,init=scratch"
+PREFIX = "lowres_jax: error:"
+# A config file with a Python syntax error, written to tmp_path by the test ({tmp} below).
+BROKEN_CONFIG = "import ml_collections\n\ndef get_config(:\n  return ml_collections.ConfigDict()\n"
+
+# (argv after the common flags, substrings the error line must contain, fake CPU devices).
+# "{tmp}" in an argument is replaced by the test's tmp_path.
+CASES = [
+    pytest.param([TINY, "--config.optim.lrr=0.1"],
+                 ["--config.optim.lrr", "Did you mean --config.optim.lr?"], 1, id="unknown-key"),
+    pytest.param([TINY, "--config.dat.shots=5"],
+                 ["--config.dat.shots", "Did you mean --config.data.shots?"], 1,
+                 id="mistyped-section"),
+    pytest.param([TINY, "--config.optim.lr=abc"],
+                 ["--config.optim.lr", "'abc'", "takes a float"], 1, id="lr-not-a-number"),
+    pytest.param([TINY, "--config.data.shots=five"],
+                 ["--config.data.shots", "'five'", "takes an int"], 1, id="shots-not-a-number"),
+    pytest.param(["--config=configs/nope.py"],
+                 ["configs/nope.py does not exist", "default.py"], 1, id="config-path-missing"),
+    pytest.param(["--config={tmp}/broken.py"],
+                 ["broken.py, line 3", "SyntaxError"], 1, id="config-syntax-error"),
+    pytest.param(["--config=configs/default.py:shotz=5"],
+                 ["unknown config arguments ['shotz']", "known: shots"], 1,
+                 id="unknown-config-arg"),
+    pytest.param([TINY, "--config.data.name=no_such_dataset"],
+                 ["unknown dataset 'no_such_dataset'"], 1, id="missing-dataset"),
+    pytest.param([TINY, "--config.init.kind=checkpoint",
+                  "--config.init.path=/nonexistent/model.safetensors"],
+                 ["config.init.path", "'/nonexistent/model.safetensors'"], 1,
+                 id="missing-checkpoint"),
+    pytest.param([TINY, "--config.init.kind=workdir", "--config.init.path=/nonexistent"],
+                 ["config.init.path = '/nonexistent' does not exist"], 1,
+                 id="missing-init-workdir"),
+    pytest.param([TINY, "--config.data.shots=100000"],
+                 ["shots=100000", "Lower config.data.shots"], 1, id="too-many-shots"),
+    pytest.param([TINY, "--config.data.shots=0"],
+                 ["config.data.shots = 0", "-1 for all"], 1, id="zero-shots"),
+    pytest.param([TINY, "--config.data.shots=-3"],
+                 ["config.data.shots = -3", "-1 for all"], 1, id="negative-shots"),
+    pytest.param([TINY, "--config.data.classes=(0,99)"],
+                 ["config.data.classes names [99]", "0-9"], 1, id="class-out-of-range"),
+    pytest.param([TINY, "--config.data.classes=()"],
+                 ["config.data.classes is empty"], 1, id="no-classes"),
+    pytest.param([TINY, "--config.train.duration=-5 steps"],
+                 ["config.train.duration = '-5 steps' is negative"], 1, id="negative-duration"),
+    pytest.param([TINY, "--config.train.duration=30 eons"],
+                 ["config.train.duration = '30 eons'", "'30 epochs'"], 1,
+                 id="malformed-duration"),
+    pytest.param([TINY, "--config.train.batch_size=0"],
+                 ["config.train.batch_size = 0 must be positive"], 1, id="zero-batch-size"),
+    pytest.param([TINY, "--config.train.batch_size=-4"],
+                 ["config.train.batch_size = -4 must be positive"], 1, id="negative-batch-size"),
+    pytest.param([TINY, "--config.train.batch_size=12"],
+                 ["config.train.batch_size = 12", "devices (8)", "8 or 16"], 8,
+                 id="batch-not-divisible-by-devices"),
+    pytest.param([TINY, "--config.optim.lr=1e30"],
+                 ["train/loss is", "Lower config.optim.lr"], 1, id="nan-loss"),
+]
+
+
+@pytest.mark.parametrize("args, expected, devices", CASES)
+def test_bad_input_is_one_clear_error(args, expected, devices, tmp_path, data_dir):
+  (tmp_path / "broken.py").write_text(BROKEN_CONFIG)
+  args = [a.replace("{tmp}", str(tmp_path)) for a in args]
+  result = run_main([*args, f"--workdir={tmp_path / 'run'}",
+                     *cli_flags(data_dir, str(tmp_path / "cache"))], devices=devices)
+  stderr = result.stderr
+  assert "Traceback" not in stderr, stderr[-3000:]
+  assert result.returncode == 2, stderr[-3000:]
+  lines = [line for line in stderr.splitlines() if line.startswith("lowres_jax:")]
+  assert len(lines) == 1 and lines[0].startswith(PREFIX), stderr[-3000:]
+  for text in expected:
+    assert text in lines[0], lines[0]
