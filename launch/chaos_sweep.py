@@ -14,7 +14,9 @@ again and again in a second directory, each time killed with SIGKILL at a seeded
 - ``file``: an atomic file written under its temporary name, not yet renamed (``file.replace``);
 - ``report``: the sweep report's table written, its CSV and plot not yet (``report.write``),
 
-until at least ``--kills`` kills have landed and a start then runs to the end. Every run's
+until at least ``--kills`` kills have landed and a start then runs to the end. The first
+three fifths of the kills are timed or mid-checkpoint (they stop training), the rest wait for
+a group's or the grid's end, each part in seeded random order. Every run's
 summary (timing aside) and metrics log, and the report's CSV and table, are then compared with
 the reference's; the target is zero differences. A kill that a start outlives (its moment
 never came) is listed as such.
@@ -79,18 +81,34 @@ def environment(failpoint: str = "") -> dict:
   return env
 
 
-def draw_kill(rng: random.Random, reference_seconds: float) -> tuple[str, str, float]:
+def kill_modes(rng: random.Random, count: int, allowed: list[str]) -> list[str]:
+  """The modes of ``count`` kills: first those that stop a grid mid-training (timed, inside a
+  checkpoint), then those that wait for a group's or the grid's end (summary, file, report),
+  each part in seeded random order, so every kind lands before the grid completes."""
+  early = [m for m in ("time", "checkpoint") if m in allowed]
+  late = [m for m in ("summary", "file", "report") if m in allowed]
+  num_early = (count * 3) // 5 if early and late else (count if early else 0)
+  modes = [early[i % len(early)] for i in range(num_early)]
+  modes += [late[i % len(late)] for i in range(count - num_early)]
+  head, tail = modes[:num_early], modes[num_early:]
+  rng.shuffle(head)
+  rng.shuffle(tail)
+  return head + tail
+
+
+def draw_kill(rng: random.Random, mode: str,
+              reference_seconds: float) -> tuple[str, str, float]:
   """(mode, failpoint spec, delay in seconds for a timed kill)."""
-  mode = rng.choice(MODES)
   if mode == "time":
-    return mode, "", rng.uniform(1.0, max(2.0, 0.8 * reference_seconds))
+    # From process start: inside imports and compilation, or a few checkpoints into training.
+    return mode, "", rng.uniform(1.0, min(20.0, max(2.0, 0.8 * reference_seconds)))
   if mode == "checkpoint":
     # A group of 6 saves 6 checkpoints per step: the n-th lands anywhere in the first few.
-    return mode, f"checkpoint.save:{rng.randint(1, 18)}:{rng.randint(0, 30)}", 0.0
+    return mode, f"checkpoint.save:{rng.randint(1, 12)}:{rng.randint(0, 30)}", 0.0
   if mode == "summary":
     return mode, f"run.summary:{rng.randint(1, 6)}", 0.0
   if mode == "file":
-    return mode, f"file.replace:{rng.randint(1, 30)}", 0.0
+    return mode, f"file.replace:{rng.randint(1, 15)}", 0.0
   return mode, "report.write:1", 0.0
 
 
@@ -194,7 +212,7 @@ def main() -> int:
   parser.add_argument("--seed", type=int, default=0)
   parser.add_argument("--workdir", default="/tmp/lowres_jax_chaos")
   parser.add_argument("--out", default="results/chaos_sweep.md")
-  parser.add_argument("--steps", type=int, default=600,
+  parser.add_argument("--steps", type=int, default=3000,
                       help="steps per run (a checkpoint every tenth): long enough for every "
                       "kill to land while the grid trains")
   parser.add_argument("--modes", default=",".join(MODES),
@@ -215,19 +233,20 @@ def main() -> int:
                  stdout=subprocess.DEVNULL)
   reference_seconds = time.perf_counter() - start
   rng = random.Random(args.seed)
-  modes = args.modes.split(",")
+  plan = kill_modes(rng, args.kills, args.modes.split(","))
   kills: list[dict] = []
   landed = 0
   while True:
-    mode, failpoint, delay = draw_kill(rng, reference_seconds)
-    while mode not in modes:
-      mode, failpoint, delay = draw_kill(rng, reference_seconds)
     if landed >= args.kills:  # Enough: this start runs to the end.
       mode, failpoint, delay = "none", "", 0.0
+    else:  # A kill that did not land (its moment never came) is drawn again.
+      mode, failpoint, delay = draw_kill(rng, plan[landed], reference_seconds)
     code, lived = start_until_killed(sweep_command(config, chaos), mode, failpoint, delay)
     if mode == "none":
       break
     landed += code == -signal.SIGKILL
+    if code == 0 and landed < args.kills and "report" in plan:
+      plan[landed] = "report"  # The grid is complete: only the report is left to kill.
     kills.append({"mode": mode, "failpoint": failpoint, "delay": delay, "exit": code,
                   "lived": lived, "finished": finished_runs(chaos)})
     print(f"start {len(kills)}: {mode} {failpoint or f'{delay:.2f}s'} -> exit {code}, "

@@ -6,8 +6,8 @@ from a timer thread (which lands the kill inside the operation that follows the 
 an orbax save). Unset, a point costs one environment lookup.
 
 Points: ``checkpoint.save`` (before each checkpoint write), ``file.replace`` (an atomic file
-written but not yet renamed into place), ``run.summary`` (a run trained and evaluated, its
-summary not yet written), ``report.write`` (a sweep report's table written, its CSV and plot
+written but not yet renamed into place), ``run.summary`` (a group trained and evaluated, the
+next of its pending summaries not yet written), ``report.write`` (a sweep report's table written, its CSV and plot
 not yet).
 """
 

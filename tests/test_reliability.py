@@ -196,3 +196,19 @@ def test_an_atomic_write_that_fails_leaves_the_old_file_and_no_litter(tmp_path):
     handle.write("half of the new")
     raise RuntimeError("killed mid-write")
   assert path.read_text() == "old" and os.listdir(tmp_path) == ["report.md"]
+
+
+def test_pending_summaries_are_promoted_only_for_a_whole_group(tmp_path):
+  from lowres_jax.train import workdir as workdir_lib
+  runs = [str(tmp_path / name) for name in ("a", "b")]
+  for run in runs:
+    os.makedirs(run)
+  pending = [os.path.join(r, workdir_lib.PENDING_SUMMARY_FILE) for r in runs]
+  storage.write_json(pending[0], {"run": "a"})  # Killed before b's pending summary.
+  workdir_lib.settle_pending_summaries(runs)
+  assert not any(map(os.path.exists, pending))
+  assert all(workdir_lib.read_summary(r) is None for r in runs)  # The group reruns whole.
+  for path, name in zip(pending, "ab"):
+    storage.write_json(path, {"run": name})  # Killed before the renames.
+  workdir_lib.settle_pending_summaries(runs)
+  assert [workdir_lib.read_summary(r) for r in runs] == [{"run": "a"}, {"run": "b"}]

@@ -20,7 +20,7 @@ import jax
 import ml_collections
 import numpy as np
 
-from lowres_jax import checkpoint, failpoints, parallel, storage
+from lowres_jax import checkpoint, parallel, storage
 from lowres_jax.config import config_hash, duration_to_steps
 from lowres_jax.data import augment, fewshot, sources, text_sources
 from lowres_jax.models import build_model
@@ -78,6 +78,7 @@ def train_group(configs: Sequence[ml_collections.ConfigDict], workdirs: Sequence
   with contextlib.ExitStack() as held, interrupt.watching():
     for i in todo:
       held.enter_context(storage.owner(workdirs[i], enabled=parallel.is_main_process()))
+    workdir_lib.settle_pending_summaries([workdirs[i] for i in todo])
     for i in todo:  # Another process may have finished it while this one waited to start.
       workdir_lib.check_same_config(configs[i], workdirs[i])
       summaries[i] = workdir_lib.read_summary(workdirs[i])
@@ -205,12 +206,12 @@ def _train_unfinished(configs, plans: list[RunPlan], workdirs: list[str], cache:
     summary.update(param_counts)
     summary.update(_input_stats(p))
     summary["diverged_at_step"] = diverged.get(i)
-    if parallel.is_main_process():
-      failpoints.hit("run.summary")
-      workdir_lib.write_json(os.path.join(workdir, workdir_lib.SUMMARY_FILE), summary)
+    summaries.append(summary)
+  if parallel.is_main_process():
+    workdir_lib.write_summaries(workdirs, summaries)
+    for p, workdir in zip(plans, workdirs):
       if p.keep_checkpoints == 0:  # Only the table was wanted: free the disk once finished.
         shutil.rmtree(os.path.join(workdir, "checkpoints"), ignore_errors=True)
-    summaries.append(summary)
   return summaries
 
 

@@ -13,7 +13,7 @@ import flax.serialization
 import ml_collections
 import numpy as np
 
-from lowres_jax import checkpoint, parallel, storage
+from lowres_jax import checkpoint, failpoints, parallel, storage
 from lowres_jax.config import ConfigError
 from lowres_jax.data import fewshot
 from lowres_jax.train.state import TrainState, unstack
@@ -21,6 +21,7 @@ from lowres_jax.train.state import TrainState, unstack
 log = logging.getLogger(__name__)
 
 SUMMARY_FILE = "summary.json"
+PENDING_SUMMARY_FILE = "summary.pending.json"
 DIVERGED_FILE = "diverged.json"
 
 
@@ -29,6 +30,32 @@ def read_summary(workdir: str) -> dict | None:
   if not os.path.exists(path):
     return None
   return storage.read_json(path, "a finished run's summary")
+
+
+def write_summaries(workdirs: list[str], summaries: list[dict]) -> None:
+  """A group's summaries in two phases: every one as pending, then every pending renamed.
+
+  A group's runs must finish together. Were a kill to land after some summaries and before
+  the others, the restart would evaluate the rest as a smaller stack, whose compiled program
+  rounds differently (1e-8, but not the same numbers): settle_pending_summaries sorts it out.
+  """
+  for workdir, summary in zip(workdirs, summaries):
+    failpoints.hit("run.summary")
+    write_json(os.path.join(workdir, PENDING_SUMMARY_FILE), summary)
+  for workdir in workdirs:
+    os.replace(os.path.join(workdir, PENDING_SUMMARY_FILE), os.path.join(workdir, SUMMARY_FILE))
+
+
+def settle_pending_summaries(workdirs: list[str]) -> None:
+  """After a kill inside write_summaries: if every unfinished run of the group has its pending
+  summary, the group had finished (promote them); otherwise drop them and rerun the group."""
+  pending = [os.path.join(w, PENDING_SUMMARY_FILE) for w in workdirs]
+  present = [os.path.exists(p) for p in pending]
+  for path, workdir, exists in zip(pending, workdirs, present):
+    if exists and all(present):
+      os.replace(path, os.path.join(workdir, SUMMARY_FILE))
+    elif exists:
+      os.remove(path)
 
 
 def restore_or_start(managers, initial: list[TrainState]) -> tuple[int, list]:
