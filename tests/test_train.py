@@ -180,7 +180,8 @@ def test_a_run_that_failed_before_any_checkpoint_can_rerun_with_a_new_config(tmp
 
 
 @pytest.mark.parametrize("kind, path, message", [
-    ("workdir", "/no/such/workdir", "not a workdir holding a checkpoints/ folder"),
+    ("workdir", "/no/such/workdir", "'/no/such/workdir' does not exist; config.init.kind = "
+     "'workdir' starts from the checkpoints of an earlier lowres_jax run"),
     ("checkpoint", "/no/such/file.pth", "no checkpoint file or directory at '/no/such/file.pth'"),
     ("checkpoint", "", "needs config.init.path"),
     ("checkpoint", "package:efficientnet_lite9", "unknown packaged weights"),

@@ -43,7 +43,16 @@ def write_summaries(workdirs: list[str], summaries: list[dict]) -> None:
     failpoints.hit("run.summary")
     write_json(os.path.join(workdir, PENDING_SUMMARY_FILE), summary)
   for workdir in workdirs:
+    _promote(workdir)
+
+
+def _promote(workdir: str) -> None:
+  try:
     os.replace(os.path.join(workdir, PENDING_SUMMARY_FILE), os.path.join(workdir, SUMMARY_FILE))
+  except OSError as error:
+    raise storage.WorkdirError(f"could not rename {workdir}/{PENDING_SUMMARY_FILE} to "
+                               f"{SUMMARY_FILE}: {storage.describe_os_error(error)}. Rerun the "
+                               "same command: it finishes the rename.") from None
 
 
 def settle_pending_summaries(workdirs: list[str]) -> None:
@@ -53,7 +62,7 @@ def settle_pending_summaries(workdirs: list[str]) -> None:
   present = [os.path.exists(p) for p in pending]
   for path, workdir, exists in zip(pending, workdirs, present):
     if exists and all(present):
-      os.replace(path, os.path.join(workdir, SUMMARY_FILE))
+      _promote(workdir)
     elif exists:
       os.remove(path)
 
