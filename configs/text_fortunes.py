@@ -19,8 +19,8 @@ Arguments (``--config=configs/text_fortunes.py:ARGS``):
 Methods: ``zero_shot`` embeds each category's name in a template and classifies by cosine
 similarity, no training; ``class_means`` is the nearest class mean of the k-shot embeddings,
 no training; ``linear_probe`` fits a logistic-regression head (L-BFGS, penalty ``head_l2``)
-on the frozen embeddings, no encoder step; ``finetune`` trains everything for 80 AdamW steps
-from the class-mean head; ``setfit`` tunes the encoder with SetFit's pair loss for 80 steps,
+on the frozen embeddings, no encoder step; ``finetune`` trains everything for 50 AdamW steps
+from the class-mean head; ``setfit`` tunes the encoder with SetFit's pair loss for 50 steps,
 then fits the logistic head on the tuned embeddings (``head_refit``); ``scratch`` trains the
 same architecture from random init.
 """
@@ -58,7 +58,7 @@ def get_config(arg: str | None = None):
     raise ValueError(f"arguments are shots, method ({'|'.join(METHODS)}) and tiny; got "
                      f"{sorted(args)}, method={method!r}")
   model = dict(name="bert", pool="mean", normalize=True, dropout=0.1)
-  c = default_config.base_config("fortunes", category_ids(), shots, model, "80 steps",
+  c = default_config.base_config("fortunes", category_ids(), shots, model, "50 steps",
                                  lr=3e-5, batch_size=16, augment=())
   c.method = method
   c.data.tokenizer, c.data.max_length = ENCODER, MAX_LENGTH

@@ -10,13 +10,13 @@ accuracy (the learning rate; the probe's L2 penalty) and the table reports test 
   same number at every k and seed);
 - ``class_means``: nearest class mean of the k-shot embeddings;
 - ``linear_probe``: logistic regression on the frozen embeddings, L2 in {1e-4, 1e-3, 1e-2};
-- ``finetune``: 80 AdamW steps of batch 16, all weights, from the class-mean head;
-- ``setfit``: 80 steps of SetFit's pair loss on the encoder, then the logistic head (L2 1e-3)
+- ``finetune``: 50 AdamW steps of batch 16, all weights, from the class-mean head;
+- ``setfit``: 50 steps of SetFit's pair loss on the encoder, then the logistic head (L2 1e-3)
   fitted on the tuned embeddings;
 - ``scratch``: the MiniLM architecture randomly initialised, trained like ``finetune``.
 
-Protocol fitted to the 90-minute budget on the 2-core CPU: 32 tokens, 80 steps of batch 16
-(2.5 epochs at k = 32). Frozen methods share one embedding of each text
+Protocol fitted to the 90-minute budget on the 2-core CPU: 32 tokens, 50 steps of batch 16
+(3 epochs at k = 32, 25 at k = 4). Frozen methods share one embedding of each text
 (lowres_jax/train/features.py), so they cost seconds; the trained ones are vmapped 10 runs
 (2 rates x 5 seeds) to a group.
 
