@@ -44,8 +44,10 @@ def format_run_table(summary: dict, workdir: str) -> str:
   wall = summary.get("timing/wall_s")
   if wall is not None:
     lines.append("")
+    speed = summary["timing/train_examples_per_s"]
     lines.append(f"wall {wall:.1f} s, compile {summary['timing/compile_s']:.1f} s, "
-                 f"{summary['timing/train_examples_per_s']:.0f} train examples/s")
+                 + (f"{speed:.0f} train examples/s" if math.isfinite(speed)
+                    else "no training step (nothing to train)"))
   return "\n".join(lines)
 
 
@@ -370,11 +372,53 @@ def write_report(records: Iterable[Record], out_prefix: str, command: str, title
   paths = {"markdown": f"{out_prefix}.md", "csv": f"{out_prefix}.csv", "plot": f"{out_prefix}.png"}
   _ensure_parent(paths["markdown"])
   storage.write_text(paths["markdown"], format_markdown(rows, metric, command, title, notes)
-                     + _split_sizes(records) + _divergence_note(records))
+                     + _leaders_section(records, metric) + _split_sizes(records)
+                     + _divergence_note(records))
   failpoints.hit("report.write")  # The chaos test kills here: a report half rewritten.
   write_csv(rows, paths["csv"])
   plot_accuracy_vs_shots(rows, paths["plot"], metric)
   return paths
+
+
+def leaders(records: Sequence[Record], metric: str = TABLE_METRIC) -> list[dict]:
+  """Per (dataset, shots): the method with the best mean at its selected setting, and its
+  paired-by-seed difference to the runner-up, so "X wins at k" is a tested statement."""
+  records = list(records)
+  groups = _group_by_cell_and_setting(records)
+  choice = select_settings(records)
+  by_column: dict[tuple[str, int], list[tuple[float, str, dict]]] = {}
+  for (dataset, method, shots), setting in choice.items():
+    values = _values_by_seed(groups[(dataset, method, shots)][setting], metric)
+    mean = sum(values.values()) / len(values)
+    by_column.setdefault((dataset, shots), []).append((mean, method, values))
+  result = []
+  for (dataset, shots), entries in sorted(by_column.items()):
+    if len(entries) < 2:
+      continue
+    (best_mean, best, best_values), (second_mean, second, second_values) = sorted(
+        entries, key=lambda e: -e[0])[:2]
+    result.append({"dataset": dataset, "shots": shots, "best": best, "best_mean": best_mean,
+                   "runner_up": second, "runner_up_mean": second_mean,
+                   **_paired_fields(best_values, second_values)})
+  return result
+
+
+def _leaders_section(records: Sequence[Record], metric: str) -> str:
+  rows = leaders(records, metric)
+  if not rows:
+    return ""
+  scale, digits, _ = _metric_scale(metric)
+  lines = ["", "## Best method per column", "",
+           "The highest mean at its selected setting, and its paired-by-seed difference to "
+           "the runner-up (95% half-width; * = p < 0.05, otherwise not significant).", ""]
+  for row in rows:
+    gap = ("" if row["diff_mean"] is None else
+           f" by {row['diff_mean'] * scale:+.{digits}f} ± {row['diff_half_width'] * scale:.{digits}f}"
+           f"{'*' if row['significant'] else ' (n.s.)'}")
+    lines.append(f"- {row['dataset']}, {row['shots']}-shot: **{row['best']}** "
+                 f"{row['best_mean'] * scale:.{digits}f}, ahead of {row['runner_up']} "
+                 f"{row['runner_up_mean'] * scale:.{digits}f}{gap}")
+  return "\n".join(lines) + "\n"
 
 
 def _split_sizes(records: Sequence[Record]) -> str:

@@ -237,3 +237,18 @@ def test_selection_on_a_loss_prefers_the_lowest():
        "val/loss": loss, "test/accuracy": 0.5}
       for seed in range(2) for setting, loss in (("lr=1", 0.2), ("lr=2", 0.9))]
   assert select_settings(records, selection_metric="val/loss") == {("d", "m", 1): "lr=1"}
+
+
+def test_leaders_name_the_best_mean_and_test_it_against_the_runner_up() -> None:
+  from lowres_jax.report import leaders
+  records = _comparison_records()
+  for row in leaders(records):
+    means = {m: np.mean(list(_test_values(records, m, row["shots"]).values()))
+             for m in ("linear_probe", "finetune", "noisy")}
+    ranked = sorted(means, key=means.get, reverse=True)
+    assert [row["best"], row["runner_up"]] == ranked[:2]
+    a = np.array(list(_test_values(records, ranked[0], row["shots"]).values()))
+    b = np.array(list(_test_values(records, ranked[1], row["shots"]).values()))
+    assert row["diff_mean"] == pytest.approx(float(np.mean(a - b)), abs=1e-12)
+    assert row["p_value"] == pytest.approx(sps.ttest_rel(a, b).pvalue, rel=1e-7)
+  assert [row["shots"] for row in leaders(records)] == [1, 10]
