@@ -46,11 +46,12 @@ import importlib.util
 import math
 import os
 import platform
-import shlex
 import statistics
 import sys
 import tempfile
 import time
+
+import produced_by  # launch/produced_by.py, beside this script
 from typing import Any, Callable
 
 os.environ.setdefault("JAX_PLATFORMS", "cpu")  # A CPU benchmark, whatever else is installed.
@@ -628,19 +629,11 @@ def rates_table(rows: list[tuple[str, dict[str, float]]]) -> list[str]:
 
 
 def write_report(args, prepared: list[Prepared], records: list[dict]) -> None:
-  command = "python launch/bench_cpu.py " + " ".join(shlex.quote(a) for a in sys.argv[1:])
   cpu, flags = cpu_description()
   summary = {p.name: medians(records, p.name) for p in prepared}
   busy = [str(r["round"]) for r in records if contended(r["load"])]
-  lines = [
-      "# CPU benchmark: lowres_jax vs PyTorch, train-step and inference examples/s",
-      "",
-      "Produced by:",
-      "",
-      "```",
-      command.strip(),
-      "```",
-      "",
+  lines = produced_by.header(
+      "CPU benchmark: lowres_jax vs PyTorch, train-step and inference examples/s") + [
       f"Date: {datetime.date.today().isoformat()}. CPU: {cpu}, {os.cpu_count()} cores; "
       + ", ".join(f"{k} {'yes' if v else 'no'}" for k, v in flags.items())
       + f"; PyTorch's CPU capability: {torch.backends.cpu.get_cpu_capability()}.",

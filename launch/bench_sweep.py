@@ -23,6 +23,8 @@ import subprocess
 import sys
 import time
 
+import produced_by  # launch/produced_by.py, beside this script
+
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
@@ -75,16 +77,7 @@ def main() -> None:
 
 def write_table(args, runs: int, loop_seconds: float, ways: dict, warm: float) -> None:
   import jax
-  command = "python launch/bench_sweep.py " + " ".join(shlex.quote(a) for a in sys.argv[1:])
-  lines = [
-      "# Sweep benchmark: bash loop of processes vs one sweep process",
-      "",
-      "Produced by:",
-      "",
-      "```",
-      command.strip(),
-      "```",
-      "",
+  lines = produced_by.header("Sweep benchmark: bash loop of processes vs one sweep process") + [
       f"Grid: `{args.config}`, {runs} runs. Machine: {os.cpu_count()} CPU cores, "
       f"JAX {jax.__version__} on {jax.default_backend()}, Python {platform.python_version()}, "
       f"{datetime.date.today().isoformat()}. One timing per way (wall-clock seconds, "

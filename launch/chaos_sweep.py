@@ -29,12 +29,13 @@ import datetime
 import json
 import os
 import random
-import shlex
 import shutil
 import signal
 import subprocess
 import sys
 import time
+
+import produced_by  # launch/produced_by.py, beside this script
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, REPO)
@@ -178,12 +179,11 @@ def _read_report(path: str, base: str) -> str | None:
     return f.read().replace(f"--workdir={base}", "--workdir=DIR")
 
 
-def write_markdown(path: str, command: str, kills: list[dict], differences: list[str],
+def write_markdown(path: str, kills: list[dict], differences: list[str],
                    resumed: int, runs: int, reference_seconds: float, steps: int) -> None:
   landed = sum(k["exit"] == -signal.SIGKILL for k in kills)
-  lines = [
-      "# Chaos sweep: SIGKILL at random moments, then compare with an uninterrupted sweep", "",
-      "Produced by:", "", "```", command, "```", "",
+  lines = produced_by.header(
+      "Chaos sweep: SIGKILL at random moments, then compare with an uninterrupted sweep") + [
       f"Date: {datetime.date.today()}. Grid: {runs} runs (tiny CNN on digits, 2 shots x 2 "
       f"learning rates x 3 seeds, vmapped groups of 6, {steps} steps, a checkpoint every "
       f"{checkpoint_every(steps)}). "
@@ -218,7 +218,6 @@ def main() -> int:
   parser.add_argument("--modes", default=",".join(MODES),
                       help="kill moments to draw from (the test suite leaves out 'time')")
   args = parser.parse_args()
-  command = shlex.join(["python", "launch/chaos_sweep.py", *sys.argv[1:]])
   shutil.rmtree(args.workdir, ignore_errors=True)
   os.makedirs(args.workdir)
   config = os.path.join(args.workdir, "chaos_ablation.py")
@@ -256,7 +255,7 @@ def main() -> int:
   differences, resumed = compare(reference, chaos)
   runs = len([d for d in os.listdir(reference) if os.path.isdir(os.path.join(reference, d))
               and d != "cache"])
-  write_markdown(args.out, command, kills, differences, resumed, runs, reference_seconds,
+  write_markdown(args.out, kills, differences, resumed, runs, reference_seconds,
                  args.steps)
   print(f"kills landed: {landed}, runs resumed: {resumed}, differences: {len(differences)} "
         f"-> {args.out}")

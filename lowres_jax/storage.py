@@ -89,8 +89,12 @@ def read_json(path: str, what: str) -> Any:
 
 @contextlib.contextmanager
 def owner(directory: str, name: str = "owner", enabled: bool = True,
-          flag: str = "--workdir") -> Iterator[None]:
-  """Holds ``directory/.{name}.lock`` exclusively, or raises WorkdirError naming the holder."""
+          flag: str = "--workdir", wait: bool = False) -> Iterator[None]:
+  """Holds ``directory/.{name}.lock`` exclusively, or raises WorkdirError naming the holder.
+
+  With ``wait`` it blocks until the holder is done instead (parallel sweep shards that need
+  the same cached source model: one pretrains it, the others wait and reuse it).
+  """
   if not enabled:
     yield
     return
@@ -99,7 +103,7 @@ def owner(directory: str, name: str = "owner", enabled: bool = True,
   handle = open(path, "a+")
   try:
     try:
-      fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+      fcntl.flock(handle, fcntl.LOCK_EX if wait else fcntl.LOCK_EX | fcntl.LOCK_NB)
     except BlockingIOError:
       handle.seek(0)
       holder = handle.read().strip() or "another process"

@@ -342,7 +342,10 @@ def _ensure_source_trained(plan: RunPlan, cache: CompileCache, show_progress: bo
   source_config = plan.source
   workdir = os.path.join(os.path.expanduser(plan.cache_dir),
                          f"source-{source_config.data.name}-{config_hash(source_config)}")
-  with workdir_lib.exclusive(workdir, enabled=jax.process_count() == 1):
+  # Disabled in a multi-host run, whose processes train the source together: one holding a
+  # cluster-wide lock would wait forever for the others.
+  with storage.owner(workdir, "source", enabled=jax.process_count() == 1, wait=True,
+                     flag="config.cache_dir"):
     if workdir_lib.read_summary(workdir) is None:
       log.info("pretraining the source model into %s (cached for later runs)", workdir)
       train_group([source_config], [workdir], cache, show_progress)

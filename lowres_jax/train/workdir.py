@@ -2,12 +2,10 @@
 
 from __future__ import annotations
 
-import contextlib
-import fcntl
 import json
 import logging
 import os
-from typing import Any, Iterator
+from typing import Any
 
 import flax.serialization
 import ml_collections
@@ -165,22 +163,3 @@ def _json_default(value: Any) -> Any:
   if isinstance(value, (np.floating,)):
     return float(value)
   raise TypeError(f"cannot write {type(value).__name__} to JSON")
-
-
-@contextlib.contextmanager
-def exclusive(directory: str, enabled: bool = True) -> Iterator[None]:
-  """An inter-process lock on ``directory``, so parallel sweep shards pretrain a source once.
-
-  Disabled in a multi-host run, whose processes train the source together: on a file system
-  with cluster-wide locks, one holding the lock would wait forever for the others.
-  """
-  os.makedirs(directory, exist_ok=True)
-  if not enabled:
-    yield
-    return
-  with open(os.path.join(directory, ".lock"), "w") as handle:
-    fcntl.flock(handle, fcntl.LOCK_EX)
-    try:
-      yield
-    finally:
-      fcntl.flock(handle, fcntl.LOCK_UN)
