@@ -51,7 +51,9 @@ import sys
 import tempfile
 import time
 
-import produced_by  # launch/produced_by.py, beside this script
+import conv_breakdown  # launch/conv_breakdown.py, beside this script
+import produced_by
+import step_profile
 from typing import Any, Callable
 
 os.environ.setdefault("JAX_PLATFORMS", "cpu")  # A CPU benchmark, whatever else is installed.
@@ -83,6 +85,8 @@ WARMUP_STEPS = 1   # Untimed, before each figure: caches and thread pools warm a
 PROBE_STEPS = 2    # Timed to size the block: as many steps as fill --seconds.
 MIN_STEPS = 3
 OVERHEAD_TARGET = 0.10
+OVERHEAD_PAIRS = 5  # Trainer and minimal step timed back to back this many times per model.
+PROFILED_STEPS = 5
 WAYS = (  # (key, column title), in the order each round runs them.
     ("jax_trainer", "lowres_jax trainer train"),
     ("jax_minimal", "minimal JAX train"),
@@ -554,6 +558,56 @@ def run_rounds(prepared: list[Prepared], rounds: int, seconds: float) -> list[di
   return records
 
 
+def paired_overhead(prepared: Prepared, pairs: int, seconds: float) -> dict:
+  """The trainer's overhead from blocks timed back to back (trainer, then minimal step), the
+  median of the per-pair ratios: the rounds' figures are minutes apart, and load that drifts
+  in between moves a ratio of them by more than the overhead being measured."""
+  ratios = []
+  for _ in range(pairs):
+    trainer = examples_per_second(prepared.workloads["jax_trainer"], seconds)
+    minimal = examples_per_second(prepared.workloads["jax_minimal"], seconds)
+    ratios.append(minimal / trainer - 1.0)
+  return {"median": statistics.median(ratios), "all": ratios}
+
+
+def profiles(prepared: list[Prepared]) -> dict[str, dict[str, float]]:
+  """Each model's minimal JAX step, traced, ms per step by op kind (launch/step_profile.py)."""
+  found = {}
+  for p in prepared:
+    work = p.workloads["jax_minimal"]
+    work.setup()
+    found[p.name] = step_profile.op_milliseconds(work.step, work.finish, PROFILED_STEPS)
+  return found
+
+
+def conv_sections(prepared: list[Prepared], seconds: float) -> list[str]:
+  """The CNN's convolutions and pools, layer by layer (launch/conv_breakdown.py)."""
+  cnn = [p for p in prepared if p.name == "cnn"]
+  if not cnn:
+    return []
+  model, batch = cnn[0].workloads["jax_trainer"].spec.model, cnn[0].plan.batch_size
+  shapes = conv_breakdown.layer_shapes(model, CNN_SHAPE)
+  budget = max(seconds / 10, 0.3)
+  return [
+      "### The CNN's convolutions, one layer at a time", "",
+      "Each 3x3 convolution of the CNN alone at batch 32 (ms per call; forward+backward is "
+      "both gradients, the kernel's only in the first layer). `XLA conv` is what flax's "
+      "`nn.Conv` runs; im2col, per-tap matmuls and Winograd F(2x2,3x3) are the convolution "
+      "strategies tried in JAX instead (launch/conv_breakdown.py; each is asserted equal to "
+      "XLA's convolution, values and gradients, before it is timed); PyTorch runs oneDNN.", "",
+      *conv_breakdown.table(conv_breakdown.measure(shapes, batch, budget), batch), "",
+      "### XLA:CPU options, the same convolutions", "",
+      "XLA_FLAGS is read once per process, so each row is a fresh process timing the XLA "
+      "convolutions of the table above (forward, and forward+backward).", "",
+      *conv_breakdown.flag_table(conv_breakdown.flag_sweep(shapes, batch, budget), batch), "",
+      "### The CNN's max-pools", "",
+      "The 2x2 max-pool's gradient as `nn.max_pool` (`reduce_window`, whose gradient XLA runs "
+      "as select-and-scatter) and as the reshape-and-max that models/cnn.py now uses (asserted "
+      "equal, gradients included, before timing).", "",
+      *conv_breakdown.pool_table(conv_breakdown.measure_pools(
+          conv_breakdown.pool_shapes(model, CNN_SHAPE), batch, budget), batch), ""]
+
+
 def overhead(rates: dict, name: str) -> float:
   """The trainer's step time over the minimal step's, minus one."""
   return rates[(name, "jax_minimal")] / rates[(name, "jax_trainer")] - 1.0
@@ -628,7 +682,8 @@ def rates_table(rows: list[tuple[str, dict[str, float]]]) -> list[str]:
   return lines
 
 
-def write_report(args, prepared: list[Prepared], records: list[dict]) -> None:
+def write_report(args, prepared: list[Prepared], records: list[dict], paired: dict,
+                 profiled: dict, breakdown: list[str]) -> None:
   cpu, flags = cpu_description()
   summary = {p.name: medians(records, p.name) for p in prepared}
   busy = [str(r["round"]) for r in records if contended(r["load"])]
@@ -684,12 +739,28 @@ def write_report(args, prepared: list[Prepared], records: list[dict]) -> None:
       "",
       *rates_table([(name, values) for name, values in summary.items()]),
       "",
-      "Trainer overhead over the minimal step (sampling, augmentation, schedule, metric "
-      f"fetches, logging; target < {OVERHEAD_TARGET:.0%}): "
-      + "; ".join(f"{name} {values['overhead']:+.1%} "
-                  f"({'under' if values['overhead'] < OVERHEAD_TARGET else 'OVER'} target)"
-                  for name, values in summary.items()) + ".",
+      "## Trainer overhead",
       "",
+      "The trainer's step time over the minimal step's, minus one (sampling, augmentation, "
+      f"schedule, metric fetches, logging; target < {OVERHEAD_TARGET:.0%}), from "
+      f"{OVERHEAD_PAIRS} pairs of blocks timed back to back after the rounds (median of the "
+      "pairs; each pair's figure in brackets): "
+      + "; ".join(f"{name} {paired[name]['median']:+.1%} "
+                  f"({'under' if paired[name]['median'] < OVERHEAD_TARGET else 'OVER'} target; "
+                  + ", ".join(f"{r:+.1%}" for r in paired[name]["all"]) + ")"
+                  for name in paired) + ". The medians table's column divides figures taken "
+      "minutes apart and drifts with the machine's load.",
+      "",
+      "## Where the time goes",
+      "",
+      f"The minimal JAX step of each model traced by the JAX profiler over {PROFILED_STEPS} "
+      "steps, compiled ops summed by kind (launch/step_profile.py): `ynn_fusion` is a YNNPACK "
+      "library call (convolutions and matmuls), `wrapped_*` one XLA op on its own, the rest "
+      "XLA's fusions of elementwise work. Tracing adds a little time to each op.",
+      "",
+      *step_profile.table(profiled),
+      "",
+      *breakdown,
       "## Raw figures per round (examples/s)",
       "",
   ]
@@ -729,9 +800,12 @@ def main() -> None:
       print(f"{name}: ready in {prepared[-1].setup_seconds:.1f} s, "
             f"{prepared[-1].params['lowres_jax']:,} parameters on both sides", flush=True)
     records = run_rounds(prepared, args.rounds, args.seconds)
+    paired = {p.name: paired_overhead(p, OVERHEAD_PAIRS, args.seconds / 2) for p in prepared}
+    profiled = profiles(prepared)
+    breakdown = conv_sections(prepared, args.seconds)
     for p in prepared:
       p.workloads["jax_trainer"].writer.close()
-  write_report(args, prepared, records)
+  write_report(args, prepared, records, paired, profiled, breakdown)
 
 
 if __name__ == "__main__":

@@ -24,6 +24,18 @@ def test_models_return_logits_and_pre_logits(name, kwargs):
   assert "head" in params and params["head"]["kernel"].shape[-1] == 3
 
 
+@pytest.mark.parametrize("shape", [(3, 8, 8, 4), (2, 7, 5, 3)])
+def test_reshape_max_pool_equals_reduce_window_pool_and_its_gradient(shape):
+  import flax.linen as nn
+  from lowres_jax.models.cnn import max_pool_2x2
+  x = jnp.asarray(np.random.default_rng(0).standard_normal(shape), jnp.float32)  # No ties.
+  reference = lambda x: nn.max_pool(x, (2, 2), strides=(2, 2))
+  np.testing.assert_array_equal(max_pool_2x2(x), reference(x))
+  cotangent = jnp.asarray(np.random.default_rng(1).standard_normal(reference(x).shape))
+  np.testing.assert_array_equal(jax.vjp(max_pool_2x2, x)[1](cotangent)[0],
+                                jax.vjp(reference, x)[1](cotangent)[0])
+
+
 def test_unknown_model_lists_known_ones():
   with pytest.raises(ValueError, match="known: \\['bert', 'cnn', 'efficientnet_lite', 'resnet', 'vit'\\]"):
     build_model("mlp", 3)

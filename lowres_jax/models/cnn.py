@@ -10,6 +10,18 @@ import jax
 from lowres_jax.models.inputs import prepare_images
 
 
+def max_pool_2x2(x: jax.Array) -> jax.Array:
+  """``nn.max_pool(x, (2, 2), strides=(2, 2))`` (odd edges dropped, as 'VALID' does) written as
+  a reshape and a max: the same forward values, but its gradient is a compare-and-select that
+  XLA fuses, where ``reduce_window``'s gradient (select-and-scatter) costs XLA:CPU about 3x
+  more: 9 of the CNN's ~60 ms per step (results/bench_cpu.md). Gradients differ only on exact
+  ties inside a window, which this splits equally instead of giving to the first: after a ReLU
+  that is all-zero windows, whose gradient the ReLU zeroes either way."""
+  n, height, width, channels = x.shape
+  x = x[:, :height - height % 2, :width - width % 2]
+  return x.reshape(n, height // 2, 2, width // 2, 2, channels).max(axis=(2, 4))
+
+
 class SmallCNN(nn.Module):
   """``depth`` conv blocks (conv-relu, conv-relu, 2x2 max-pool) doubling width, a hidden
   layer on the flattened features (``pre_logits``), then the head."""
@@ -36,7 +48,7 @@ class SmallCNN(nn.Module):
                            name=f"bn{block}_{part}")(x)
         x = nn.relu(x)
       if min(x.shape[1:3]) >= 2:
-        x = nn.max_pool(x, (2, 2), strides=(2, 2))
+        x = max_pool_2x2(x)
     x = x.reshape(x.shape[0], -1)  # Flatten: at 8x8 to 28x28, where a stroke is matters.
     pre_logits = nn.relu(nn.Dense(self.hidden, name="pre_logits")(x))
     logits = nn.Dense(self.num_classes, name="head")(pre_logits)
