@@ -19,6 +19,8 @@ points (p < 0.05).
 
 import ml_collections
 
+from lowres_jax.train.methods import config_defaults
+
 SOURCE_CLASSES = (0, 1, 2, 3, 4)
 TARGET_CLASSES = (5, 6, 7, 8, 9)
 
@@ -52,12 +54,17 @@ def base_config(dataset: str, classes, shots: int, model: dict, duration: str,
                                           dont_load=""))
   c.source = ml_collections.ConfigDict()
   c.freeze = ""          # Params left untrained (regex): '^(?!head/)' is a linear probe.
+  # Adaptation methods by name, composable (lowres_jax/train/methods.py): l2sp, delta, bss, sam,
+  # ema, llrd, lpft, wise_ft, lora; the keys beside ``methods`` are their settings.
+  c.adapt = ml_collections.ConfigDict(config_defaults())
   c.cache_dir = "./workdirs/cache"
   c.optim = ml_collections.ConfigDict(dict(
       name="sgd", lr=lr, momentum=0.9, weight_decay=1e-4, warmup=0.1, grad_clip=0.0))
   c.train = ml_collections.ConfigDict(dict(
       batch_size=batch_size, duration=duration, augment=augment, crop_pad=1,
       label_smoothing=0.0, forward_mode="train"))
+  # An optional eval.probes = ('ridge', 'class_means') fits those probes on the final
+  # embeddings, reported beside the run's own metrics (lowres_jax/train/probes.py).
   c.eval = ml_collections.ConfigDict(dict(batch_size=256, every=100))
   c.log_every = 25
   c.checkpoint_every = 100

@@ -152,7 +152,7 @@ class TrainerSteps(Workload):
     self.spec = step_lib.StepSpec(model, optim_spec(plan, len(train["label"])), plan.batch_size,
                                   self.per_call, augment.AugmentSettings(plan.augment,
                                                                          plan.crop_pad),
-                                  plan.forward_mode, plan.loss)
+                                  plan.forward_mode, plan.loss, plan.adapt)
     self.state = parallel.put_replicated(stack([state]), mesh)
     self.hparams = parallel.put_replicated(stack([hparams_lib.as_arrays(plan.hparams())]), mesh)
     self.train = parallel.put_replicated(stack([train]), mesh)
@@ -166,8 +166,8 @@ class TrainerSteps(Workload):
   def step(self) -> None:
     if not self.pending:
       self.compiled = loop._compiled_chunk(self.spec, self.mesh, self.cache, self.state,
-                                           self.hparams, self.train)
-    self.state, metrics = self.compiled(self.state, self.hparams, self.train)
+                                           self.hparams, self.train, {})
+    self.state, metrics = self.compiled(self.state, self.hparams, self.train, {})
     self.pending.append(metrics)
     if len(self.pending) * self.per_call >= self.plan.log_every:
       self._log()

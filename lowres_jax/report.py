@@ -64,8 +64,8 @@ TABLE_METRIC = "test/accuracy"
 # Metrics that are fractions in [0, 1]; tables and plots show them in percent.
 PERCENT_METRICS = ("accuracy", "balanced_accuracy", "macro_f1", "ece")
 _CELL_KEYS = ("dataset", "method", "shots", "seed", "setting")
-_ROW_FIELDS = ("dataset", "method", "shots", "setting", "n_seeds", "mean", "half_width",
-               "baseline", "n_pairs", "diff_mean", "diff_half_width", "p_value", "significant")
+_ROW_FIELDS = ("dataset", "method", "shots", "setting", "edge", "pretrained_models", "n_seeds",
+               "mean", "half_width", "baseline", "n_pairs", "diff_mean", "diff_half_width", "p_value", "significant")
 
 
 def _cell(record: Record) -> Cell:
@@ -175,6 +175,58 @@ def _ordered_cells(cells: Iterable[Cell]) -> list[Cell]:
   return sorted(cells, key=lambda c: (dataset_rank[c[0]], method_rank[c[1]], c[2]))
 
 
+def _setting_values(setting: str) -> dict[str, str]:
+  """'optim.lr=0.01,head_l2=0.001' -> {'optim.lr': '0.01', 'head_l2': '0.001'}."""
+  return dict(part.split("=", 1) for part in setting.split(",") if "=" in part)
+
+
+def edge_keys(settings: Iterable[str], chosen: str) -> list[str]:
+  """The tuned keys whose chosen value is the smallest or largest of a numeric grid of 2+
+  values: the optimum may lie beyond the grid, which should then be widened."""
+  grids: dict[str, set[float]] = {}
+  for setting in settings:
+    for key, value in _setting_values(setting).items():
+      try:
+        grids.setdefault(key, set()).add(float(value))
+      except ValueError:
+        grids.setdefault(key, set())  # Not numeric: no edge to speak of.
+  edges = []
+  for key, value in _setting_values(chosen).items():
+    grid = grids.get(key, set())
+    try:
+      number = float(value)
+    except ValueError:
+      continue
+    if len(grid) >= 2 and number in (min(grid), max(grid)):
+      edges.append(key)
+  return edges
+
+
+def _pretrained_models(runs: Sequence[Record]) -> int | None:
+  """How many distinct pretrained models (summary key ``pretrained``) the runs start from;
+  None for runs from scratch and for records written before summaries named it."""
+  names = {run.get("pretrained") for run in runs}
+  return None if None in names or names == {"scratch"} else len(names)
+
+
+def _pretraining_note(rows: Sequence[dict]) -> list[str]:
+  """Whether the seeds of each cell sample pretraining too, or share one pretrained model."""
+  known = [row for row in rows if row.get("pretrained_models") is not None
+           and row["n_seeds"] > 1]
+  if not known:
+    return []
+  shared = sorted({row["method"] for row in known if row["pretrained_models"] == 1})
+  own = sorted({row["method"] for row in known if row["pretrained_models"] > 1})
+  lines = []
+  if shared:
+    lines.append(f"Pretrained models: one serves every seed of each cell for {', '.join(shared)}"
+                 " (their intervals cover the k-shot draw and training noise, not pretraining "
+                 "variance).")
+  if own:
+    lines.append(f"Pretrained models: one per seed for {', '.join(own)}.")
+  return ["", " ".join(lines)]
+
+
 def build_table(records: Iterable[Record], metric: str = TABLE_METRIC, baseline: str | None = None,
                 selection_metric: str = SELECTION_METRIC) -> list[dict]:
   """One row per (dataset, method, shots) cell at its selected setting: mean, 95% t half-width, seeds.
@@ -197,7 +249,8 @@ def build_table(records: Iterable[Record], metric: str = TABLE_METRIC, baseline:
     values = _values_by_seed(groups[cell][choice[cell]], metric)
     ci = mean_ci(list(values.values()), confidence=CONFIDENCE)
     row = {"dataset": dataset, "method": method, "shots": shots, "setting": choice[cell],
-           "n_seeds": ci.n, "mean": ci.mean,
+           "edge": ",".join(edge_keys(groups[cell], choice[cell])),
+           "pretrained_models": _pretrained_models(groups[cell][choice[cell]]), "n_seeds": ci.n, "mean": ci.mean,
            "half_width": ci.half_width if ci.n >= 2 else None, "baseline": baseline}
     if baseline is not None and method != baseline:
       baseline_cell = (dataset, baseline, shots)
@@ -300,9 +353,22 @@ def format_markdown(rows: Sequence[dict], metric: str, command: str, title: str,
     lines += ["", f"## {dataset}", ""]
     lines += _markdown_grid(dataset_rows, "method", lambda row: _format_cell(row, metric))
     lines += ["", f"Selected setting per cell ({dataset}):", ""]
-    lines += _markdown_grid(dataset_rows, "method",
-                            lambda row: f"`{row['setting']}`" if row["setting"] else "(no grid)")
+    lines += _markdown_grid(dataset_rows, "method", _format_setting)
+    lines += _pretraining_note(dataset_rows)
+    edges = [row for row in dataset_rows if row.get("edge")]
+    if edges:
+      lines += ["", f"Edge of the grid (^): {len(edges)} of {len(dataset_rows)} cells selected "
+                "the smallest or largest value of a tuned key; the best value may lie outside "
+                "the grid, which these cells should widen."]
   return "\n".join(lines) + "\n"
+
+
+def _format_setting(row: dict) -> str:
+  if not row["setting"]:
+    return "(no grid)"
+  edges = set((row.get("edge") or "").split(","))
+  return ", ".join(f"`{key}={value}`" + (" ^" if key in edges else "")
+                   for key, value in _setting_values(row["setting"]).items())
 
 
 def _ensure_parent(path: str) -> None:

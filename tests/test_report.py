@@ -252,3 +252,37 @@ def test_leaders_name_the_best_mean_and_test_it_against_the_runner_up() -> None:
     assert row["diff_mean"] == pytest.approx(float(np.mean(a - b)), abs=1e-12)
     assert row["p_value"] == pytest.approx(sps.ttest_rel(a, b).pvalue, rel=1e-7)
   assert [row["shots"] for row in leaders(records)] == [1, 10]
+
+
+def test_a_selected_value_at_the_edge_of_its_grid_is_marked() -> None:
+  from lowres_jax.report import edge_keys
+  grid = ["optim.lr=0.01,head_l2=0.1", "optim.lr=0.03,head_l2=0.1", "optim.lr=0.1,head_l2=0.1"]
+  assert edge_keys(grid, "optim.lr=0.01,head_l2=0.1") == ["optim.lr"]
+  assert edge_keys(grid, "optim.lr=0.03,head_l2=0.1") == []  # One-value keys have no edge.
+  assert edge_keys(grid, "optim.lr=0.1,head_l2=0.1") == ["optim.lr"]
+  records = [_run("m", setting, 5, seed, val=val, test=0.5)
+             for setting, val in (("optim.lr=0.01", 0.2), ("optim.lr=0.03", 0.9),
+                                  ("optim.lr=0.1", 0.3)) for seed in range(2)]
+  records += [_run("n", setting, 5, seed, val=val, test=0.5)
+              for setting, val in (("optim.lr=0.01", 0.2), ("optim.lr=0.1", 0.9))
+              for seed in range(2)]
+  rows = build_table(records)
+  assert {row["method"]: row["edge"] for row in rows} == {"m": "", "n": "optim.lr"}
+  markdown = format_markdown(rows, "test/accuracy", COMMAND, TITLE)
+  assert "`optim.lr=0.1` ^" in markdown and "`optim.lr=0.03` |" in markdown
+  assert "1 of 2 cells selected the smallest or largest value" in markdown
+
+
+def test_the_report_says_how_many_pretrained_models_the_seeds_cover() -> None:
+  records = [{**_run("finetune", "", 5, seed, 0.5, 0.6), "pretrained": "source-digits-abc"}
+             for seed in range(3)]
+  records += [{**_run("per_seed", "", 5, seed, 0.5, 0.6), "pretrained": f"source-{seed}"}
+              for seed in range(3)]
+  records += [{**_run("scratch", "", 5, seed, 0.5, 0.6), "pretrained": "scratch"}
+              for seed in range(3)]
+  rows = build_table(records)
+  assert {r["method"]: r["pretrained_models"] for r in rows} == {
+      "finetune": 1, "per_seed": 3, "scratch": None}
+  markdown = format_markdown(rows, "test/accuracy", COMMAND, TITLE)
+  assert "one serves every seed of each cell for finetune" in markdown
+  assert "one per seed for per_seed" in markdown

@@ -40,10 +40,14 @@ def without_timing(summary: dict) -> dict:
   return {k: v for k, v in summary.items() if not k.startswith(TIMING_PREFIX)}
 
 
-@pytest.mark.parametrize("config_arg", ["", ",batch_norm=1"], ids=["plain", "batch_norm"])
-def test_sigkilled_run_resumes_to_the_uninterrupted_result(tmp_path, data_dir, config_arg):
-  """With BatchNorm, the running statistics must be checkpointed and restored too."""
-  flags = [ARGS[0] + config_arg, *ARGS[1:], *cli_flags(data_dir, str(tmp_path / "cache"))]
+@pytest.mark.parametrize("config_arg, extra", [
+    ("", []), (",batch_norm=1", []),
+    (",init=source", ["--config.adapt.methods=('l2sp','ema','sam','llrd')"])],
+    ids=["plain", "batch_norm", "methods"])
+def test_sigkilled_run_resumes_to_the_uninterrupted_result(tmp_path, data_dir, config_arg, extra):
+  """With BatchNorm, the running statistics must be checkpointed and restored too; with
+  methods, the EMA weights (in the state) and the pretrained anchor (reloaded on resume)."""
+  flags = [ARGS[0] + config_arg, *ARGS[1:], *extra, *cli_flags(data_dir, str(tmp_path / "cache"))]
   reference = run_main([*flags, f"--workdir={tmp_path / 'reference'}"])
   assert reference.returncode == 0, reference.stderr[-2000:]
 

@@ -30,6 +30,17 @@ MODELS: dict[str, Callable[..., nn.Module]] = {
 }
 
 
+# model name -> ``layer_key(path) -> sortable tuple | None``: each model says where a parameter
+# ('/'-joined path) sits from the input up, for layer-wise learning-rate decay; None is the top.
+LAYER_KEYS: dict[str, Callable[[str], tuple[int, ...] | None]] = {
+    "cnn": cnn.layer_key,
+    "resnet": resnet.layer_key,
+    "vit": vit.layer_key,
+    "efficientnet_lite": efficientnet.layer_key,
+    "bert": bert.layer_key,
+}
+
+
 @dataclasses.dataclass(frozen=True)
 class CheckpointFormat:
   """How foreign checkpoints load into a model: ``convert`` renames the source's tensors into

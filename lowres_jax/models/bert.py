@@ -19,6 +19,7 @@ Pooling is sentence-transformers' (not BERT's tanh "pooler", which has no counte
 
 from __future__ import annotations
 
+import re
 from typing import Mapping
 
 import flax.linen as nn
@@ -169,3 +170,12 @@ class BertEncoder(nn.Module):
     logits = nn.Dense(self.num_classes, dtype=self.dtype, kernel_init=nn.initializers.zeros,
                       name="head")(pooled)
     return logits, {"pre_logits": pooled, "hidden_states": tuple(hidden_states), "tokens": x}
+
+
+def layer_key(path: str) -> tuple[int, ...] | None:
+  """Where a parameter sits from the bottom, for layer-wise learning-rate decay (sortable;
+  None: above the last layer, the head). Embeddings, then ``layer_i``."""
+  match = re.match(r"layer_(\d+)/", path)
+  if match:
+    return (1 + int(match.group(1)),)
+  return (0,) if path.startswith("embeddings/") else None

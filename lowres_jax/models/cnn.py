@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from typing import Mapping
 
 import flax.linen as nn
@@ -53,3 +54,10 @@ class SmallCNN(nn.Module):
     pre_logits = nn.relu(nn.Dense(self.hidden, name="pre_logits")(x))
     logits = nn.Dense(self.num_classes, name="head")(pre_logits)
     return logits, {"pre_logits": pre_logits}
+
+
+def layer_key(path: str) -> tuple[int, ...] | None:
+  """Where a parameter sits from the bottom, for layer-wise learning-rate decay (sortable;
+  None: the hidden layer and the head). Each conv is a layer: ``conv{block}_{a|b}``."""
+  match = re.match(r"(?:bn|conv)(\d+)_([ab])/", path)
+  return (int(match.group(1)), match.group(2) == "b") if match else None

@@ -18,6 +18,7 @@ builder's ``MEAN_RGB``/``STDDEV_RGB``).
 
 from __future__ import annotations
 
+import re
 import math
 from typing import Any, Mapping
 
@@ -186,3 +187,12 @@ class EfficientNetLite(nn.Module):
     logits = nn.Dense(self.num_classes, dtype=self.dtype, name="head",
                       kernel_init=nn.initializers.zeros)(x)
     return logits, aux
+
+
+def layer_key(path: str) -> tuple[int, ...] | None:
+  """Where a parameter sits from the bottom, for layer-wise learning-rate decay (sortable;
+  None: the last 1x1 conv ``top`` and the head). Stem, then ``block{i}`` (MBConv blocks)."""
+  match = re.match(r"block(\d+)/", path)
+  if match:
+    return (1 + int(match.group(1)),)
+  return (0,) if path.startswith("stem/") else None

@@ -6,6 +6,7 @@ tiny fine-tuning batches behave like large ones and the model is a pure function
 
 from __future__ import annotations
 
+import re
 from typing import Mapping, Sequence
 
 import flax.linen as nn
@@ -73,3 +74,12 @@ class ResNet(nn.Module):
     pre_logits = jnp.mean(x, axis=(1, 2))
     logits = nn.Dense(self.num_classes, name="head", kernel_init=nn.initializers.zeros)(pre_logits)
     return logits, {"pre_logits": pre_logits}
+
+
+def layer_key(path: str) -> tuple[int, ...] | None:
+  """Where a parameter sits from the bottom, for layer-wise learning-rate decay (sortable;
+  None: the final norm and the head). The stem, then blocks in (stage, block) order."""
+  match = re.match(r"stage(\d+)_block(\d+)/", path)
+  if match:
+    return (1, int(match.group(1)), int(match.group(2)))
+  return (0,) if path.startswith("stem/") else None

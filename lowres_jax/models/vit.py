@@ -23,6 +23,7 @@ pass, so converting a checkpoint needs no head count.
 
 from __future__ import annotations
 
+import re
 from typing import Mapping, Sequence
 
 import flax.linen as nn
@@ -164,3 +165,13 @@ class ViT(nn.Module):
     logits = nn.Dense(self.num_classes, dtype=self.dtype, name="head",
                       kernel_init=nn.initializers.zeros)(pre_logits)
     return logits, features
+
+
+def layer_key(path: str) -> tuple[int, ...] | None:
+  """Where a parameter sits from the bottom, for layer-wise learning-rate decay (sortable;
+  None: above the last block: final norm and head). Patch embedding, position embedding and
+  class token share the first layer, then ``block_i``."""
+  match = re.match(r"block_(\d+)/", path)
+  if match:
+    return (1 + int(match.group(1)),)
+  return (0,) if re.match(r"(embedding/|pos_embedding$|cls$)", path) else None

@@ -15,6 +15,21 @@ TRACED: dict[str, str] = {
     "lr": "optim.lr",
     "weight_decay": "optim.weight_decay",
     "label_smoothing": "train.label_smoothing",
+    # Adaptation methods (train/methods.py); a config without ``adapt`` gets the defaults.
+    "l2sp": "adapt.l2sp",              # L2-SP: pull of the loaded weights toward pretrained.
+    "l2sp_head": "adapt.l2sp_head",    # L2-SP: plain L2 on the new (head) weights.
+    "delta": "adapt.delta",            # DELTA: feature distance to the pretrained model.
+    "bss": "adapt.bss",                # BSS: smallest singular values of the features.
+    "sam_rho": "adapt.sam_rho",        # SAM: radius of the ascent step.
+    "ema_decay": "adapt.ema_decay",    # EMA of the weights.
+    "layer_decay": "adapt.layer_decay",  # LLRD: multiplier per layer below the top.
+    "lpft_probe": "adapt.lpft_probe",  # LP-FT: fraction of the steps spent probing.
+}
+# Values of the keys above that a config may leave out.
+DEFAULTS: dict[str, float] = {
+    "adapt.l2sp": 0.01, "adapt.l2sp_head": 0.0, "adapt.delta": 0.01, "adapt.bss": 0.001,
+    "adapt.sam_rho": 0.05, "adapt.ema_decay": 0.99, "adapt.layer_decay": 0.75,
+    "adapt.lpft_probe": 0.5,
 }
 
 

@@ -23,9 +23,10 @@ import numpy as np
 from lowres_jax import checkpoint, parallel, storage
 from lowres_jax.config import config_hash, duration_to_steps
 from lowres_jax.data import augment, fewshot, sources, text_sources
-from lowres_jax.models import build_model
+from lowres_jax.models import build_model, lora as lora_lib
 from lowres_jax.train import features as features_lib
-from lowres_jax.train import head_init, hparams as hparams_lib, interrupt, optim
+from lowres_jax.train import head_init, hparams as hparams_lib, interrupt, methods, optim
+from lowres_jax.train import probes as probes_lib
 from lowres_jax.train import step as step_lib
 from lowres_jax.train.compiled import CompileCache
 from lowres_jax.train.evaluate import Evaluator, split_metrics
@@ -123,11 +124,17 @@ def _prepare_task(configs, plans: list[RunPlan], workdirs: list[str]) -> _Task:
       manifests=manifests, trains=trains,
       vals=[fewshot.select(pool, m.val_ids, plan.classes) for m in manifests], test=test,
       num_classes=len(plan.classes), total_steps=total_steps,
-      model=build_model(plan.model_name, len(plan.classes), **dict(plan.model_kwargs)),
+      model=_build_model(plan),
       optim_spec=optim.OptimSpec(
           name=plan.optimizer, momentum=plan.momentum,
           warmup_steps=int(plan.warmup * total_steps), total_steps=total_steps,
           grad_clip=plan.grad_clip, freeze=plan.freeze))
+
+
+def _build_model(plan: RunPlan):
+  """The config's model; with 'lora' among the methods, wrapped with its adapters."""
+  model = build_model(plan.model_name, len(plan.classes), **dict(plan.model_kwargs))
+  return lora_lib.LoraModel(model, plan.adapt.lora) if plan.adapt.lora else model
 
 
 def _load_split(plan: RunPlan, split: str) -> sources.Examples:
@@ -166,22 +173,27 @@ def _train_unfinished(configs, plans: list[RunPlan], workdirs: list[str], cache:
   managers = [checkpoint.make_manager(w, plan.keep_checkpoints) for w in workdirs]
   start_step, states = workdir_lib.restore_or_start(managers, fresh)
   evaluator = Evaluator(task.model, plan.eval_batch_size, mesh, cache)
-  if start_step == 0:  # Pretrained weights matter only to a start: a resume has its own.
-    pretrained = init_lib.load(plan.init, plan.model_name,
-                               lambda: _ensure_source_trained(plan, cache, show_progress))
-    states = [_initial_state(task.model, task.optim_spec, p, sample, pretrained, train,
-                             evaluator) for p, train in zip(plans, task.trains)]
+  anchor = None
+  # Pretrained weights matter to a start, and to methods that compare with them throughout.
+  if start_step == 0 or plan.adapt.needs_anchor:
+    pretrained = _pretrained_per_run(plans, cache, show_progress)
+    if plan.adapt.needs_anchor:  # The pretrained model, one for the group (heads unused).
+      anchor = _anchor_variables(task.model, plan, sample, pretrained[0])
+  if start_step == 0:
+    states = [_initial_state(task.model, task.optim_spec, p, sample, loaded, train, evaluator)
+              for p, loaded, train in zip(plans, pretrained, task.trains)]
   writers = ([MetricsWriter(w, start_step) for w in workdirs]
              if parallel.is_main_process() else [])
   label = workdirs[0] if len(workdirs) == 1 else f"{len(workdirs)} runs"
   progress = Progress(task.total_steps, start_step, os.path.basename(label.rstrip("/")) or label,
                       enabled=show_progress and parallel.is_main_process())
 
+  frozen = parallel.put_replicated({"anchor": anchor} if anchor is not None else {}, mesh)
   state, train_seconds, diverged = _run_steps(
       plans, task, parallel.put_replicated(stack(states), mesh), start_step, mesh, cache,
-      evaluator, writers, managers, progress, workdirs, stop_on_nonfinite)
+      evaluator, writers, managers, progress, workdirs, stop_on_nonfinite, frozen)
 
-  final = _final_metrics(plan, evaluator, state, task)
+  final = _final_metrics(plan, evaluator, state, task, anchor)
   for i in diverged:
     final[i] = {}  # A diverged model's predictions are meaningless; report none.
   for i, writer in enumerate(writers):
@@ -217,7 +229,7 @@ def _train_unfinished(configs, plans: list[RunPlan], workdirs: list[str], cache:
 
 def _run_steps(plans: list[RunPlan], task: _Task, state, step: int, mesh, cache: CompileCache,
                evaluator: Evaluator, writers, managers, progress: Progress,
-               workdirs: list[str], stop_on_nonfinite: bool):
+               workdirs: list[str], stop_on_nonfinite: bool, frozen: dict):
   """Trains the stacked state to the end, logging, evaluating and checkpointing on the way.
 
   Returns the final state, the seconds spent in train steps, and {run index: first step with
@@ -235,12 +247,12 @@ def _run_steps(plans: list[RunPlan], task: _Task, state, step: int, mesh, cache:
     per_call = min(step_lib.steps_per_call(plan.log_every), chunk)
     spec = step_lib.StepSpec(task.model, task.optim_spec, plan.batch_size, per_call,
                              augment.AugmentSettings(plan.augment, plan.crop_pad),
-                             plan.forward_mode, plan.loss)
-    compiled = _compiled_chunk(spec, mesh, cache, state, hparams, examples)
+                             plan.forward_mode, plan.loss, plan.adapt)
+    compiled = _compiled_chunk(spec, mesh, cache, state, hparams, examples, frozen)
     chunk_start = time.perf_counter()
     outputs = []
     for _ in range(chunk // per_call):
-      state, call_metrics = compiled(state, hparams, examples)
+      state, call_metrics = compiled(state, hparams, examples, frozen)
       outputs.append(call_metrics)
     metrics = jax.tree.map(lambda *m: np.concatenate(m, axis=1), *parallel.fetch(outputs))
     train_seconds += time.perf_counter() - chunk_start
@@ -284,7 +296,7 @@ def _refit_heads(plans: list[RunPlan], task: _Task, evaluator: Evaluator, state:
 def _compiled_chunk(spec, mesh, cache, *args):
   replicated = parallel.replicated(mesh)
   chunk_fn = step_lib.make_train_chunk(spec, parallel.batch_sharding(mesh))
-  jitted = jax.jit(step_lib.vmap_over_runs(chunk_fn), in_shardings=replicated,
+  jitted = jax.jit(step_lib.vmap_over_runs(chunk_fn, shared_argnums=(3,)), in_shardings=replicated,
                    out_shardings=replicated, donate_argnums=0)
   return cache.get("train_chunk", (spec, parallel.mesh_key(mesh)), jitted, *args)
 
@@ -302,10 +314,20 @@ def _initial_state(model, optim_spec: optim.OptimSpec, plan: RunPlan, sample: di
   if train is not None and plan.head_init != "zero":
     variables = _fit_head(plan, plan.head_init, variables, train, evaluator)
   params, model_state = split_variables(variables)
+  if plan.adapt.lora:
+    lora_lib.check_targets(params, plan.adapt.lora)
   tx = optim.build_optimizer(optim_spec, hparams_lib.placeholder(), params)
   return TrainState(step=np.zeros((), np.int32), params=params, model_state=model_state,
                     opt_state=jax.device_get(tx.init(params)), rng=np.asarray(train_key),
-                    extra={})
+                    extra=jax.device_get(methods.initial_extra(plan.adapt, params)))
+
+
+def _anchor_variables(model, plan: RunPlan, sample: dict, pretrained: init_lib.Loaded) -> dict:
+  """The pretrained model's variables as the model holds them (its head freshly initialised
+  from the first run's seed; no method reads the anchor's head)."""
+  init_key, _ = jax.random.split(jax.random.PRNGKey(plan.seed))
+  variables = jax.device_get(_init_variables(model, init_key, sample))
+  return init_lib.merge(variables, pretrained, plan.init)
 
 
 def _fit_head(plan: RunPlan, kind: str, variables: dict, train: sources.Examples,
@@ -337,11 +359,42 @@ def _init_variables(model, key, sample):
   return model.init({"params": params_key, "dropout": dropout_key}, sample, train=False)
 
 
+def _pretrained_per_run(plans: list[RunPlan], cache: CompileCache,
+                        show_progress: bool) -> list:
+  """Each run's pretrained variables: loaded once for the group, or per seed when each run has
+  its own source model (``init.source_seed = 'run'``)."""
+  load = lambda p: init_lib.load(p.init, p.model_name,
+                                 lambda: _ensure_source_trained(p, cache, show_progress))
+  if plans[0].init.source_seed == "run":
+    return [load(p) for p in plans]
+  return [load(plans[0])] * len(plans)
+
+
+def source_identity(plan: RunPlan) -> str:
+  """Which pretrained model a run starts from: what the report counts per cell."""
+  if plan.init.kind == "source":
+    return os.path.basename(_source_workdir(plan))
+  return f"{plan.init.kind}:{plan.init.path}" if plan.init.path else plan.init.kind
+
+
+def _source_workdir(plan: RunPlan) -> str:
+  source_config = _source_config(plan)
+  return os.path.join(os.path.expanduser(plan.cache_dir),
+                      f"source-{source_config.data.name}-{config_hash(source_config)}")
+
+
+def _source_config(plan: RunPlan) -> ml_collections.ConfigDict:
+  if plan.init.source_seed != "run":
+    return plan.source
+  source_config = ml_collections.ConfigDict(plan.source.to_dict())
+  source_config.seed = plan.seed
+  return source_config
+
+
 def _ensure_source_trained(plan: RunPlan, cache: CompileCache, show_progress: bool) -> str:
   """Pretrains on the source task once; later runs with the same source config reuse it."""
-  source_config = plan.source
-  workdir = os.path.join(os.path.expanduser(plan.cache_dir),
-                         f"source-{source_config.data.name}-{config_hash(source_config)}")
+  source_config = _source_config(plan)
+  workdir = _source_workdir(plan)
   # Disabled in a multi-host run, whose processes train the source together: one holding a
   # cluster-wide lock would wait forever for the others.
   with storage.owner(workdir, "source", enabled=jax.process_count() == 1, wait=True,
@@ -378,11 +431,60 @@ def _log_validation(evaluator, variables, vals, num_classes, step, writers) -> N
     writer.write(step, split_metrics(logits[i], vals[i].labels, num_classes, "val"))
 
 
-def _final_metrics(plan: RunPlan, evaluator: Evaluator, state: TrainState,
+def _final_metrics(plan: RunPlan, evaluator: Evaluator, state: TrainState, task: _Task,
+                   anchor: dict | None) -> list[dict]:
+  """Validation and test metrics of every run. With evaluation variants (EMA weights, WiSE-FT
+  mixtures), each is evaluated too, under its name ('ema/test/accuracy'; the final weights as
+  'final/...'), and the run reports the one with the best validation accuracy (``variant``)."""
+  final = _evaluate(plan, evaluator, state.variables(), task)
+  for i, probed in enumerate(_probe_metrics(plan, evaluator, state.variables(), task)):
+    final[i].update(probed)
+  variants = methods.eval_variants(plan.adapt, state.variables(), state.extra, anchor)
+  if not variants:
+    return final
+  candidates = {"final": final, **{name: _evaluate(plan, evaluator, variables, task)
+                                   for name, variables in variants.items()}}
+  results = []
+  for i in range(len(final)):
+    # Ties keep the earlier candidate, the final weights first.
+    chosen = max(candidates, key=lambda name: candidates[name][i].get("val/accuracy", -1.0))
+    merged = {"variant": chosen, **candidates[chosen][i]}
+    for name, metrics in candidates.items():
+      merged.update({f"{name}/{key}": value for key, value in metrics[i].items()})
+    results.append(merged)
+  return results
+
+
+def _probe_metrics(plan: RunPlan, evaluator: Evaluator, stacked_variables: dict,
                    task: _Task) -> list[dict]:
-  """Validation and test metrics of every run. When all runs share one backbone (nothing
-  trained but the heads), their logits come from cached features (train/features.py)."""
-  variables = parallel.fetch(state.variables())
+  """``config.eval.probes`` fitted on each run's final embeddings (train/probes.py)."""
+  if not plan.eval_probes:
+    return [{} for _ in task.trains]
+  variables = parallel.fetch(stacked_variables)
+  results = []
+  for i, (train, val) in enumerate(zip(task.trains, task.vals)):
+    run_variables = unstack(variables, i)
+    fingerprint = features_lib.shared_fingerprint(unstack(variables, i, keepdims=True))
+    splits = {"train": (plan.train_split, train), "val": (plan.train_split, val),
+              "test": (plan.test_split, task.test)}
+
+    def features(split: str):
+      name, examples = splits[split]
+      if not len(examples):
+        return np.zeros((0, 1), np.float32)
+      return _features(plan, evaluator, run_variables, fingerprint, name, examples)
+
+    labels = {split: examples.labels for split, (_, examples) in splits.items()}
+    results.append(probes_lib.run_probes(plan.eval_probes, features, labels, task.num_classes))
+  return results
+
+
+def _evaluate(plan: RunPlan, evaluator: Evaluator, stacked_variables: dict,
+              task: _Task) -> list[dict]:
+  """Validation and test metrics of stacked variables. When all runs share one backbone
+  (nothing trained but the heads), their logits come from cached features
+  (train/features.py)."""
+  variables = parallel.fetch(stacked_variables)
   fingerprint = features_lib.shared_fingerprint(variables)
   backbone = unstack(variables, 0)
 
@@ -390,7 +492,7 @@ def _final_metrics(plan: RunPlan, evaluator: Evaluator, state: TrainState,
     """(runs, N, classes); ``examples`` is the one shared split or one per run."""
     if fingerprint is None:
       inputs = examples[0].inputs() if shared else stack([e.inputs() for e in examples])
-      return evaluator.logits(state.variables(), inputs, shared)
+      return evaluator.logits(stacked_variables, inputs, shared)
     features = [_features(plan, evaluator, backbone, fingerprint, split, e) for e in examples]
     if shared:
       return features_lib.head_logits(features[0], variables["params"])
@@ -413,7 +515,8 @@ def _summary(plan: RunPlan, manifest, total_steps, num_test, final, timing) -> d
   return {
       "method": plan.method, "seed": plan.seed, "dataset": plan.dataset,
       "classes": list(plan.classes), "shots": plan.shots, "model": plan.model_name,
-      "init": dataclasses.asdict(plan.init), "hparams": plan.hparams(), "steps": total_steps,
+      "init": dataclasses.asdict(plan.init), "pretrained": source_identity(plan),
+      "hparams": plan.hparams(), "steps": total_steps,
       "num_train": len(manifest.train_ids), "num_val": len(manifest.val_ids),
       "num_test": num_test, "train_sha256": fewshot.ids_sha256(manifest.train_ids),
       **final, **{TIMING_PREFIX + k: v for k, v in timing.items()},

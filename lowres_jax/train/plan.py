@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import re
 from typing import Any
 
 import ml_collections
@@ -17,7 +18,10 @@ from lowres_jax.data.augment import AUGMENTATIONS
 from lowres_jax.data.fewshot import ALL_SHOTS
 from lowres_jax.models import MODELS
 from lowres_jax.train import hparams as hparams_lib
+from lowres_jax.models.lora import LORA_FREEZE, LoraSpec
 from lowres_jax.train.head_init import HEAD_INITS
+from lowres_jax.train.probes import PROBES
+from lowres_jax.train.methods import METHODS, AdaptSpec, config_defaults
 
 REFIT_HEADS = ("class_means", "ridge", "logistic")  # Those that read the labelled examples.
 from lowres_jax.train.losses import LOSSES
@@ -65,9 +69,11 @@ class RunPlan:
   head_scale: float
   head_l2: float     # Penalty of the fitted heads (head_init / head_refit 'ridge', 'logistic').
   head_refit: str    # '' or a head initialiser fitted again on the trained encoder at the end.
+  adapt: AdaptSpec   # Adaptation methods and their static settings (train/methods.py).
   # Evaluation, logging, checkpoints.
   eval_batch_size: int
   eval_every: int
+  eval_probes: tuple[str, ...]  # Probes fitted on the final embeddings (train/probes.py).
   log_every: int
   checkpoint_every: int
   keep_checkpoints: int
@@ -103,7 +109,7 @@ def read_plan(config: ml_collections.ConfigDict, reads: set[str] | None = None) 
     c.source.mark_all_read()  # Documented: only an init.kind='source' run uses it.
   plan = RunPlan(
       seed=int(c.seed), method=str(c.method),
-      traced=tuple((name, float(_dotted(c, key))) for name, key in hparams_lib.TRACED.items()),
+      traced=tuple((name, _traced(c, key)) for name, key in hparams_lib.TRACED.items()),
       dataset=c.data.name, data_dir=c.data.data_dir,
       classes=tuple(int(k) for k in _tuple(c.data.classes)), shots=int(c.data.shots),
       val_per_class=int(c.data.val_per_class), train_split=c.data.train_split,
@@ -116,7 +122,7 @@ def read_plan(config: ml_collections.ConfigDict, reads: set[str] | None = None) 
                                 if k != "name")),
       init=init, source=source, cache_dir=c.cache_dir,
       optimizer=c.optim.name, momentum=float(c.optim.momentum), warmup=float(c.optim.warmup),
-      grad_clip=float(c.optim.grad_clip), freeze=c.freeze,
+      grad_clip=float(c.optim.grad_clip), freeze=_freeze_regex(c),
       batch_size=int(c.train.batch_size), duration=c.train.duration,
       augment=tuple(_tuple(c.train.augment)) if c.train.augment else (),
       crop_pad=int(c.train.crop_pad), forward_mode=c.train.forward_mode,
@@ -125,7 +131,9 @@ def read_plan(config: ml_collections.ConfigDict, reads: set[str] | None = None) 
       head_scale=float(_optional(c, "head_scale", 10.0)),
       head_l2=float(_optional(c, "head_l2", 1e-3)),
       head_refit=_optional(c, "head_refit", ""),
+      adapt=_read_adapt(c, init),
       eval_batch_size=int(c.eval.batch_size), eval_every=int(c.eval.every),
+      eval_probes=tuple(_tuple(_optional(c.eval, "probes", ()) or ())),
       log_every=int(c.log_every), checkpoint_every=int(c.checkpoint_every),
       keep_checkpoints=int(c.keep_checkpoints))
   c.assert_all_read()
@@ -142,6 +150,76 @@ def _dotted(config: TrackedConfig, key: str) -> Any:
   for part in key.split("."):
     config = getattr(config, part)
   return config
+
+
+def _traced(config: TrackedConfig, key: str) -> float:
+  """A traced hyperparameter's value; keys of hparams.DEFAULTS may be left out."""
+  group, _, name = key.rpartition(".")
+  if key in hparams_lib.DEFAULTS and not (group in config and name in getattr(config, group)):
+    return hparams_lib.DEFAULTS[key]
+  return float(_dotted(config, key))
+
+
+# config.adapt key -> the method that reads it (a value set for an unselected method is an
+# error: it would silently do nothing).
+_ADAPT_KEYS = {"l2sp": "l2sp", "l2sp_head": "l2sp", "delta": "delta", "delta_output": "delta",
+               "bss": "bss", "bss_k": "bss", "sam_rho": "sam", "ema_decay": "ema",
+               "layer_decay": "llrd", "lpft_probe": "lpft", "wise_ft": "wise_ft",
+               "lora_rank": "lora", "lora_alpha": "lora", "lora_targets": "lora"}
+
+
+def _read_adapt(c: TrackedConfig, init: InitSpec) -> AdaptSpec:
+  if "adapt" not in c:
+    return AdaptSpec(model_name=c.model.name)
+  adapt = c.adapt
+  defaults = config_defaults()
+  methods = tuple(_tuple(adapt.methods)) if "methods" in adapt and adapt.methods else ()
+  unknown_methods = sorted(set(methods) - set(METHODS))
+  if unknown_methods:
+    raise ConfigError(f"config.adapt.methods has unknown method(s) {unknown_methods}; known: "
+                      f"{list(METHODS)}")
+  unknown = sorted(set(adapt.to_dict()) - set(defaults))
+  if unknown:
+    raise ConfigError(f"config.adapt has unknown key(s) {unknown}; known: {sorted(defaults)}")
+  adapt.mark_all_read()  # Every key is checked here: known, and used only by selected methods.
+  get = lambda key: _freeze(getattr(adapt, key)) if key in adapt else defaults[key]
+  # A setting changed for a method that is not selected would silently do nothing.
+  unused = sorted(key for key, method in _ADAPT_KEYS.items()
+                  if method not in methods and key in adapt
+                  and _freeze(adapt.to_dict()[key]) != _freeze(defaults[key]))
+  if unused:
+    raise ConfigError(f"config.adapt sets {unused} but config.adapt.methods = {methods} does "
+                      f"not select {sorted({_ADAPT_KEYS[k] for k in unused})}; add the method "
+                      "or leave the key at its default")
+  try:
+    lora = (LoraSpec(int(get("lora_rank")), float(get("lora_alpha")), str(get("lora_targets")))
+            if "lora" in methods else None)
+    groups = tuple((str(pattern), float(scale)) for pattern, scale in get("lr_groups"))
+    for pattern, _ in groups:
+      re.compile(pattern)
+    spec = AdaptSpec(
+        methods=methods, fresh="|".join(r for r in (init.reinit, init.dont_load) if r),
+        model_name=c.model.name, bss_k=int(get("bss_k")),
+        delta_output=str(get("delta_output")),
+        wise_ft=tuple(float(a) for a in _tuple(get("wise_ft"))), lr_groups=groups, lora=lora)
+  except (ValueError, TypeError, re.error) as error:
+    raise ConfigError(f"config.adapt: {error}") from None
+  if spec.needs_anchor and init.source_seed == "run":
+    raise ConfigError("config.init.source_seed = 'run' gives each run its own source model, but "
+                      f"{sorted(set(methods) & {'l2sp', 'delta', 'wise_ft'})} read one "
+                      "pretrained model shared by the group; use source_seed = 'shared'")
+  if spec.needs_anchor and init.kind == "scratch":
+    raise ConfigError(f"config.adapt.methods = {methods}: "
+                      f"{sorted(set(methods) & {'l2sp', 'delta', 'wise_ft'})} compare with the "
+                      "pretrained weights, and config.init.kind = 'scratch' has none")
+  return spec
+
+
+def _freeze_regex(c: TrackedConfig) -> str:
+  """``config.freeze``; LoRA without one trains the adapters and the head only."""
+  adapt = c.adapt if "adapt" in c else None
+  methods = _tuple(adapt.methods) if adapt is not None and "methods" in adapt else ()
+  return c.freeze or (LORA_FREEZE if "lora" in methods else "")
 
 
 def _read_init(c: TrackedConfig) -> InitSpec:
@@ -199,6 +277,8 @@ def _validate(plan: RunPlan) -> None:
   _check_named(plan.forward_mode, FORWARD_MODES, "config.train.forward_mode")
   _check_named(plan.loss, LOSSES, "config.train.loss")
   _check_named(plan.head_init, HEAD_INITS, "config.head_init")
+  for probe in plan.eval_probes:
+    _check_named(probe, PROBES, "config.eval.probes")
   if plan.keep_checkpoints < 0:
     raise ConfigError(f"config.keep_checkpoints = {plan.keep_checkpoints} must be >= 0 (0 "
                       "deletes a run's checkpoints once it has finished)")

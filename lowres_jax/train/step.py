@@ -17,7 +17,7 @@ import optax
 from jax.sharding import NamedSharding
 
 from lowres_jax.data import augment
-from lowres_jax.train import losses, optim
+from lowres_jax.train import losses, methods, optim
 from lowres_jax.train.state import TrainState
 
 FORWARD_MODES = ("train", "eval")
@@ -36,6 +36,7 @@ class StepSpec:
   # used and kept, no dropout): the usual choice for a linear probe of a BatchNorm backbone.
   forward_mode: str = "train"
   loss: str = "cross_entropy"  # A name in losses.LOSSES.
+  adapt: methods.AdaptSpec = methods.AdaptSpec()
 
 
 def steps_per_call(log_every: int) -> int:
@@ -59,23 +60,31 @@ def apply_model(model: nn.Module, params, model_state: dict, batch: dict, train:
 
 
 def make_train_chunk(spec: StepSpec, batch_sharding: NamedSharding) -> Callable:
-  """``chunk(state, hparams, examples) -> (state, {"loss", "lr"} per step)`` for one run.
+  """``chunk(state, hparams, examples, frozen) -> (state, {"loss", "lr"} per step)`` for one run.
 
   The k-shot set (``examples``, a dict of arrays) stays on device; each step samples its batch
   and augments it in the program, from a key derived from the state's rng and step alone, which
-  is what makes a resumed run identical to an uninterrupted one.
+  is what makes a resumed run identical to an uninterrupted one. ``frozen`` holds pytrees every
+  run of a group reads but none trains (the pretrained ``anchor``); it is not vmapped.
   """
   train_forward = spec.forward_mode == "train"
-
+  adapt = spec.adapt
   loss_term = losses.LOSSES[spec.loss]
 
-  def loss_fn(params, model_state, batch, hparams, dropout_key):
+  def loss_fn(params, model_state, batch, hparams, dropout_key, frozen):
     (logits, outputs), new_model_state = apply_model(spec.model, params, model_state, batch,
                                                      train_forward, dropout_key)
     loss = loss_term(losses.LossContext(batch, logits, outputs, params, hparams))
-    return loss, new_model_state
 
-  def one_step(state: TrainState, hparams, examples):
+    def anchor_outputs():  # The frozen pretrained model on the same batch, in inference mode.
+      anchor = frozen["anchor"]
+      return spec.model.apply(anchor, batch, train=False)[1]
+
+    penalty = methods.penalty(adapt, methods.PenaltyContext(params, outputs, anchor_outputs,
+                                                            frozen, hparams))
+    return loss + penalty, new_model_state
+
+  def one_step(state: TrainState, hparams, examples, frozen):
     key = jax.random.fold_in(state.rng, state.step)
     index_key, augment_key, dropout_key = jax.random.split(key, 3)
     num_examples = jax.tree.leaves(examples)[0].shape[0]
@@ -83,24 +92,37 @@ def make_train_chunk(spec: StepSpec, batch_sharding: NamedSharding) -> Callable:
     batch = jax.tree.map(lambda x: jax.lax.with_sharding_constraint(x[batch_index],
                                                                    batch_sharding), examples)
     batch = augment.augment(augment_key, batch, hparams, spec.augment)
-    (loss, model_state), grads = jax.value_and_grad(loss_fn, has_aux=True)(
-        state.params, state.model_state, batch, hparams, dropout_key)
+    grad_fn = jax.value_and_grad(
+        lambda p: loss_fn(p, state.model_state, batch, hparams, dropout_key, frozen),
+        has_aux=True)
+    if adapt.uses("sam"):
+      (loss, model_state), grads = methods.sam_gradients(
+          grad_fn, state.params, hparams["sam_rho"],
+          optim.path_labels(state.params, spec.optim.freeze, False, True))
+    else:
+      (loss, model_state), grads = grad_fn(state.params)
+    total_steps = spec.optim.total_steps
+    grads = methods.gate_gradients(adapt, grads, hparams, state.step, total_steps)
     tx = optim.build_optimizer(spec.optim, hparams, state.params)
     updates, opt_state = tx.update(grads, state.opt_state, state.params)
+    updates = methods.scale_updates(updates, methods.update_multipliers(
+        adapt, hparams, state.params, state.step, total_steps))
     params = optax.apply_updates(state.params, updates)
     lr = optim.learning_rate_fn(spec.optim, hparams["lr"])(state.step)
     new_state = state.replace(step=state.step + 1, params=params, model_state=model_state,
-                              opt_state=opt_state)
+                              opt_state=opt_state,
+                              extra=methods.update_extra(adapt, state.extra, params, hparams))
     return new_state, {"loss": loss, "lr": lr}
 
-  def chunk(state, hparams, examples):
+  def chunk(state, hparams, examples, frozen=None):
+    frozen = {} if frozen is None else frozen
     if spec.chunk_steps == 1:
       # XLA:CPU runs convolutions inside a loop ~20x slower than in straight-line code
       # (measured: 13 vs 260 steps/s for the default CNN, even for a 1-step scan), so on CPU
       # the host loop calls a one-step program; accelerators keep the loop on device.
-      state, metrics = one_step(state, hparams, examples)
+      state, metrics = one_step(state, hparams, examples, frozen)
       return state, jax.tree.map(lambda m: m[None], metrics)
-    return jax.lax.scan(lambda s, _: one_step(s, hparams, examples), state, None,
+    return jax.lax.scan(lambda s, _: one_step(s, hparams, examples, frozen), state, None,
                         length=spec.chunk_steps)
 
   return chunk

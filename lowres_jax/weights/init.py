@@ -46,8 +46,17 @@ class InitSpec:
   path: str = ""
   reinit: str = "^head/"
   dont_load: str = ""
+  # kind 'source': 'shared' pretrains one source model for every seed; 'run' one per run seed
+  # (the source config's seed set to the run's), so seeds also sample pretraining variance.
+  source_seed: str = "shared"
 
   def __post_init__(self):
+    if self.source_seed not in ("shared", "run"):
+      raise InitError(f"config.init.source_seed = {self.source_seed!r}: use 'shared' (one source "
+                      "model for all seeds) or 'run' (one per run seed)")
+    if self.source_seed == "run" and self.kind != "source":
+      raise InitError("config.init.source_seed = 'run' pretrains a source model per seed; it "
+                      f"needs config.init.kind = 'source', not {self.kind!r}")
     if self.kind not in KINDS:
       close = difflib.get_close_matches(self.kind, KINDS, n=1)
       hint = f" (did you mean {close[0]!r}?)" if close else ""

@@ -1,0 +1,57 @@
+"""Adaptation methods compared on k-shot Fashion-MNIST from ImageNet EfficientNet-Lite0.
+
+The image task of configs/image_efficientnet.py (all 10 classes, 32x32 RGB inside the step,
+100 SGD steps of batch 32, crop and flip), k in {1, 5, 10} examples per class, 5 seeds, 10
+validation images per class, the 10,000-image test split. Fourteen methods
+(configs/methods.py), each with the same tuning budget: none. Every trained method runs at
+learning rate 0.01 (what results/image_transfer.md's fine-tuning selected on validation in all
+its cells, so the plain fine-tuning baseline is the tuned one), its own strength at the
+published default; the fitted probes at L2 1e-3. A grid per method would multiply the ~75
+minutes this sweep takes on the 2-core CPU.
+
+- probes on the frozen ImageNet features (BatchNorm in inference mode), embedded once per
+  image: ``linear_probe`` (logistic regression by L-BFGS), ``ridge_probe`` (closed form),
+  ``class_means``;
+- ``finetune``: every weight, from a zero head;
+- fine-tuning plus one method: ``lpft``, ``l2sp``, ``delta``, ``bss``, ``sam``, ``ema``,
+  ``wise_ft`` (EMA and WiSE-FT report the variant chosen on validation, the final weights
+  among them), ``bitfit`` (biases and head), ``lora`` (rank 8 on the 1x1 convolutions and
+  the head), ``llrd`` (layer decay 0.75 over the stem and 16 blocks).
+
+  python -m lowres_jax.sweep --config=configs/ablations/methods_image.py \\
+      --workdir=workdirs/methods_image --results=results/methods_image
+"""
+
+import os
+
+from lowres_jax.config import load_module
+
+_HERE = os.path.dirname(os.path.abspath(__file__))
+image_config = load_module(os.path.join(_HERE, "..", "image_efficientnet.py"))
+methods = load_module(os.path.join(_HERE, "..", "methods.py"))
+
+TITLE = ("Adaptation methods: ImageNet EfficientNet-Lite0 on k-shot Fashion-MNIST "
+         "(test accuracy, 10 classes)")
+NOTES = ""
+BASELINE = "finetune"
+TUNED = ("optim.lr", "head_l2")
+NAME_KEYS = ("method", "data.shots", "optim.lr", "head_l2", "seed")
+SHOTS = (1, 5, 10)
+SEEDS = range(5)
+# One setting per method, the same for all (the 90-minute budget holds one run per method, k
+# and seed): the rate image_transfer's fine-tuning chose in every cell, and the probes' L2.
+RATES = (0.01,)
+PROBE_L2 = (1e-3,)
+
+
+def get_config():
+  config = image_config.get_config("shots=10")
+  config.head_init, config.head_l2 = "zero", 1e-3
+  config.keep_checkpoints = 0  # 420 states are not needed; the table is.
+  return config
+
+
+def get_sweep():
+  return methods.sweep_runs(get_config(), SHOTS, SEEDS, RATES, PROBE_L2, {"lora": {
+      # Every pointwise convolution: the MBConv blocks' expand and project, and the last one.
+      "adapt.lora_targets": r"(expand|project|top)/conv$"}})

@@ -1,0 +1,318 @@
+"""Adaptation methods (train/methods.py, train/regularizers.py, models/lora.py), each against a
+hand computation or the plain trainer it must reduce to."""
+
+import re
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+import pytest
+
+from conftest import tiny_config
+from lowres_jax import parallel
+from lowres_jax.config import ConfigError
+from lowres_jax.data import augment
+from lowres_jax.models import build_model, lora as lora_lib
+from lowres_jax.train import hparams as hparams_lib, loop, methods, optim, regularizers
+from lowres_jax.train import step as step_lib
+from lowres_jax.train.compiled import CompileCache
+from lowres_jax.train.plan import read_plan
+from lowres_jax.train.state import TrainState, split_variables
+
+TREE = {"body": {"kernel": jnp.array([[1.0, -2.0], [0.5, 3.0]]), "bias": jnp.array([0.5, -1.0])},
+        "head": {"kernel": jnp.array([[2.0], [-1.0]]), "bias": jnp.array([0.25])}}
+ANCHOR = {"body": {"kernel": jnp.array([[0.0, -2.0], [1.0, 1.0]]), "bias": jnp.array([0.0, 0.0])},
+          "head": {"kernel": jnp.array([[9.0], [9.0]]), "bias": jnp.array([9.0])}}
+ANCHORED = {"body": {"kernel": True, "bias": True}, "head": {"kernel": False, "bias": False}}
+
+
+def test_l2_sp_value_and_gradient_by_hand():
+  alpha, beta = 0.3, 0.1
+  value, grads = jax.value_and_grad(regularizers.l2_sp)(TREE, ANCHOR, ANCHORED, alpha, beta)
+  # Body: differences 1, 0, -0.5, 2 and 0.5, -1 -> squares sum 1 + 0.25 + 4 + 0.25 + 1 = 6.5.
+  # Head (plain L2): 4 + 1 + 0.0625 = 5.0625.
+  np.testing.assert_allclose(value, 0.5 * alpha * 6.5 + 0.5 * beta * 5.0625, rtol=1e-6)
+  np.testing.assert_allclose(grads["body"]["kernel"], alpha * np.array([[1.0, 0.0], [-0.5, 2.0]]),
+                             rtol=1e-6)
+  np.testing.assert_allclose(grads["body"]["bias"], alpha * np.array([0.5, -1.0]), rtol=1e-6)
+  np.testing.assert_allclose(grads["head"]["kernel"], beta * np.array([[2.0], [-1.0]]), rtol=1e-6)
+  np.testing.assert_allclose(grads["head"]["bias"], beta * np.array([0.25]), rtol=1e-6)
+
+
+def test_delta_feature_distance_value_and_gradient_by_hand():
+  features = jnp.array([[1.0, 2.0], [3.0, -1.0]])
+  anchor = jnp.array([[0.0, 2.0], [1.0, 1.0]])
+  value, grad = jax.value_and_grad(regularizers.feature_distance)(features, anchor)
+  np.testing.assert_allclose(value, 0.5 * (1 + 0 + 4 + 4) / 2, rtol=1e-6)
+  np.testing.assert_allclose(grad, (features - anchor) / 2, rtol=1e-6)
+  # The pretrained model's features are a constant: no gradient flows into them.
+  np.testing.assert_array_equal(jax.grad(regularizers.feature_distance, argnums=1)(features,
+                                                                                  anchor), 0.0)
+
+
+@pytest.mark.parametrize("shape", [(6, 3), (3, 6)])
+def test_bss_is_the_smallest_squared_singular_values_with_their_gradient(shape):
+  features = jnp.asarray(np.random.default_rng(0).standard_normal(shape), jnp.float32)
+  k = 2
+  value, grad = jax.value_and_grad(regularizers.smallest_singular_values_squared)(features, k)
+  u, s, vt = np.linalg.svd(np.asarray(features, np.float64), full_matrices=False)
+  np.testing.assert_allclose(value, np.sum(s[-k:] ** 2), rtol=1e-5)
+  # d sigma_i^2 / dF = 2 sigma_i u_i v_i^T.
+  expected = sum(2 * s[i] * np.outer(u[:, i], vt[i]) for i in range(len(s) - k, len(s)))
+  np.testing.assert_allclose(grad, expected, rtol=1e-4, atol=1e-5)
+  with pytest.raises(ValueError, match="only 3"):
+    regularizers.smallest_singular_values_squared(features, 4)
+
+
+def test_sam_update_equals_the_hand_computed_two_step_update_on_a_quadratic():
+  a = jnp.array([2.0, 0.5])
+  loss = lambda w: 0.5 * jnp.sum(a * w**2)
+  w = jnp.array([1.0, -2.0])
+  rho, lr = 0.1, 0.2
+  grad_fn = jax.value_and_grad(lambda p: (loss(p), None), has_aux=True)
+  (value, _), sharp = methods.sam_gradients(grad_fn, w, rho, True)
+  g = a * w                                  # [2, -1]
+  perturbed = w + rho * g / np.linalg.norm(g)
+  np.testing.assert_allclose(value, loss(w), rtol=1e-6)
+  np.testing.assert_allclose(sharp, a * perturbed, rtol=1e-6)
+  np.testing.assert_allclose(w - lr * sharp, w - lr * a * perturbed, rtol=1e-6)
+  # Frozen parameters are not perturbed: their coordinate of the ascent step is zero.
+  tree_fn = jax.value_and_grad(lambda p: (loss(jnp.stack([p["x"], p["y"]])), None), has_aux=True)
+  _, sharp_tree = methods.sam_gradients(tree_fn, {"x": w[0], "y": w[1]}, rho,
+                                        {"x": True, "y": False})
+  np.testing.assert_allclose(sharp_tree["y"], a[1] * w[1], rtol=1e-6)
+  np.testing.assert_allclose(sharp_tree["x"], a[0] * (w[0] + rho), rtol=1e-6)
+
+
+def test_ema_update_and_wise_ft_mixture_by_hand():
+  spec = methods.AdaptSpec(methods=("ema", "wise_ft"), fresh="^head/", wise_ft=(0.25,))
+  params = {"body": {"w": jnp.array([[4.0]])}, "head": {"w": jnp.array([[2.0]])}}
+  extra = methods.initial_extra(spec, jax.tree.map(jnp.zeros_like, params))
+  extra = methods.update_extra(spec, extra, params, {"ema_decay": jnp.float32(0.9)})
+  np.testing.assert_allclose(extra["ema"]["body"]["w"], 0.4, rtol=1e-6)
+  stacked = {"params": jax.tree.map(lambda x: x[None], params)}
+  anchor = {"params": {"body": {"w": jnp.array([[0.0]])}, "head": {"w": jnp.array([[7.0]])}}}
+  variants = methods.eval_variants(spec, stacked, jax.tree.map(lambda x: x[None], extra), anchor)
+  assert sorted(variants) == ["ema", "wise_ft_0.25"]
+  mixed = variants["wise_ft_0.25"]["params"]
+  np.testing.assert_allclose(mixed["body"]["w"], [[[1.0]]])   # 0.25 * 4 + 0.75 * 0.
+  np.testing.assert_allclose(mixed["head"]["w"], [[[2.0]]])   # A new head keeps its value.
+
+
+def _bert():
+  return build_model("bert", 3, hidden=16, depth=2, num_heads=2, mlp_dim=32, vocab_size=50,
+                     max_positions=16)
+
+
+def _tokens(n=4, length=6):
+  ids = np.random.default_rng(0).integers(3, 50, (n, length)).astype(np.int32)
+  return {"input_ids": ids, "attention_mask": np.ones_like(ids),
+          "token_type_ids": np.zeros_like(ids)}
+
+
+@pytest.mark.parametrize("name", ["bert", "vit"])
+def test_layer_wise_decay_assigns_decay_to_the_power_of_depth(name):
+  if name == "bert":
+    model, batch = _bert(), _tokens()
+  else:
+    model = build_model("vit", 3, patch_size=4, hidden=16, depth=2, num_heads=2, mlp_dim=32)
+    batch = {"image": np.zeros((2, 8, 8, 1), np.uint8)}
+  params = model.init(jax.random.PRNGKey(0), batch)["params"]
+  spec = methods.AdaptSpec(methods=("llrd",), model_name=name)
+  decay = 0.5
+  got = methods.update_multipliers(spec, {"layer_decay": jnp.float32(decay)}, params,
+                                   jnp.int32(0), 10)
+  bottom = "embeddings/" if name == "bert" else "(embedding/|pos_embedding$|cls$)"
+  block = "layer_" if name == "bert" else "block_"
+  for path, value in ((("/".join(p)), v) for p, v in
+                      __import__("flax").traverse_util.flatten_dict(got).items()):
+    match = re.match(block + r"(\d+)/", path)
+    if match:  # Two blocks: block 1 is one below the top, block 0 two.
+      expected = decay ** (2 - int(match.group(1)))
+    elif re.match(bottom, path):
+      expected = decay ** 3
+    else:  # The head (and ViT's final norm) sit at the top.
+      expected = 1.0
+    np.testing.assert_allclose(value, expected, rtol=1e-6, err_msg=path)
+
+
+def test_lora_counts_its_parameters_and_merges_into_the_plain_model():
+  base, batch, rank = _bert(), _tokens(), 4
+  spec = lora_lib.LoraSpec(rank=rank, alpha=8.0, targets=r"attention/(query|value)$")
+  model = lora_lib.LoraModel(base, spec)
+  variables = model.init(jax.random.PRNGKey(0), batch)
+  params = variables["params"]
+  adapted = lora_lib.adapted_kernels(params)
+  assert adapted == [f"layer_{i}/attention/{n}" for i in range(2) for n in ("query", "value")]
+  # Each adapted 16 -> 16 Dense gains A (16 x r) and B (r x 16).
+  assert lora_lib.adapter_count(params) == 4 * (16 * rank + rank * 16)
+  head = 16 * 3 + 3
+  assert optim.count_trainable(params, lora_lib.LORA_FREEZE) == 4 * 32 * rank + head
+  # B starts at zero: the adapted model starts as the base model.
+  plain = {**variables, "params": lora_lib.merge(params, spec.scale)}
+  embed = lambda m, v: m.apply(v, batch)[1]["pre_logits"]  # The head starts at zero.
+  np.testing.assert_allclose(embed(model, variables), embed(base, plain), atol=1e-6)
+  # With trained (non-zero) adapters, the merged plain model gives the same outputs.
+  rng = np.random.default_rng(1)
+  trained = jax.tree_util.tree_map_with_path(
+      lambda path, x: x + 0.1 * rng.standard_normal(x.shape).astype(np.float32)
+      if path[-1].key in lora_lib.LORA_PARAMS else x, params)
+  outputs = embed(model, {**variables, "params": trained})
+  merged = embed(base, {**variables, "params": lora_lib.merge(trained, spec.scale)})
+  assert not np.allclose(outputs, embed(model, variables), atol=1e-3)
+  np.testing.assert_allclose(outputs, merged, atol=1e-5)
+
+
+def _train(adapt, freeze, steps, model=None, hparam_values=None):
+  """``steps`` single-step calls of the trainer's step on a tiny separable image task."""
+  model = model or build_model("cnn", 2, width=4, depth=1, hidden=8)
+  rng = np.random.default_rng(0)
+  labels = np.arange(8) % 2
+  examples = {"image": (rng.random((8, 8, 8, 1)) * 60 + 150 * labels[:, None, None, None]
+                        ).astype(np.uint8), "label": labels}
+  params, model_state = split_variables(model.init(jax.random.PRNGKey(0),
+                                                   {"image": examples["image"][:1]}))
+  spec = step_lib.StepSpec(model, optim.OptimSpec("sgd", 0.9, 0, 2 * steps, 0.0, freeze),
+                           batch_size=4, chunk_steps=1, augment=augment.AugmentSettings(),
+                           adapt=adapt)
+  tx = optim.build_optimizer(spec.optim, hparams_lib.placeholder(), params)
+  state = TrainState(step=jnp.zeros((), jnp.int32), params=params, model_state=model_state,
+                     opt_state=tx.init(params), rng=jax.random.PRNGKey(1),
+                     extra=methods.initial_extra(adapt, params))
+  hparams = {name: jnp.float32(hparams_lib.DEFAULTS.get(key, 0.0))
+             for name, key in hparams_lib.TRACED.items()}
+  hparams.update({"lr": jnp.float32(0.1), "weight_decay": jnp.float32(1e-3),
+                  **{k: jnp.float32(v) for k, v in (hparam_values or {}).items()}})
+  chunk = jax.jit(step_lib.make_train_chunk(spec, parallel.batch_sharding(parallel.make_mesh())))
+  frozen = {"anchor": {"params": params, **model_state}} if adapt.needs_anchor else {}
+  for _ in range(steps):
+    state, _ = chunk(state, hparams, examples, frozen)
+  return params, state
+
+
+def test_lp_ft_first_phase_equals_a_linear_probe_then_tunes_everything():
+  steps = 6  # The schedule spans 12 steps; LP-FT probes for half of them.
+  initial, lpft = _train(methods.AdaptSpec(methods=("lpft",)), "", steps,
+                         hparam_values={"lpft_probe": 0.5})
+  _, probe = _train(methods.AdaptSpec(), "^(?!head/)", steps)
+  for a, b in zip(jax.tree.leaves(lpft.params), jax.tree.leaves(probe.params)):
+    np.testing.assert_allclose(a, b, rtol=1e-6, atol=1e-7)
+  for path, value in __import__("flax").traverse_util.flatten_dict(lpft.params).items():
+    if path[0] != "head":  # Bit-identical: not one update reached the backbone.
+      np.testing.assert_array_equal(value, __import__("flax").traverse_util.flatten_dict(
+          initial)[path])
+  _, tuned = _train(methods.AdaptSpec(methods=("lpft",)), "", steps,
+                    hparam_values={"lpft_probe": 0.25})
+  assert not np.array_equal(tuned.params["conv0_a"]["kernel"], initial["conv0_a"]["kernel"])
+
+
+def test_bitfit_keeps_every_non_bias_weight_bit_identical():
+  initial, state = _train(methods.AdaptSpec(), methods.BITFIT_FREEZE, 4)
+  flat = __import__("flax").traverse_util.flatten_dict
+  for path, value in flat(state.params).items():
+    if path[0] == "head" or path[-1] == "bias":
+      assert not np.array_equal(value, flat(initial)[path]), path
+    else:
+      np.testing.assert_array_equal(value, flat(initial)[path])
+
+
+def test_every_method_composes_in_one_step_and_strengths_are_traced():
+  adapt = methods.AdaptSpec(methods=("l2sp", "delta", "bss", "sam", "ema", "llrd"),
+                            fresh="^head/", model_name="cnn")
+  _, weak = _train(adapt, "", 3, hparam_values={"l2sp": 0.0, "delta": 0.0, "bss": 0.0})
+  _, strong = _train(adapt, "", 3, hparam_values={"l2sp": 10.0, "delta": 1.0, "bss": 1.0})
+  assert np.isfinite(jax.tree.leaves(strong.params)[0]).all()
+  assert not np.allclose(weak.params["conv0_a"]["kernel"], strong.params["conv0_a"]["kernel"])
+  assert set(strong.extra) == {"ema"}
+
+
+def test_a_grid_over_a_regulariser_strength_compiles_once(data_dir, tmp_path):
+  cache = CompileCache()
+  configs = []
+  for strength in (0.001, 0.01, 0.1):
+    config = tiny_config(data_dir, str(tmp_path / "cache"), "tiny=1,init=source")
+    config.adapt = {"methods": ("l2sp",), "l2sp": strength}
+    configs.append(config)
+  summaries = loop.train_group(configs, [str(tmp_path / f"run{i}") for i in range(3)], cache,
+                               show_progress=False)
+  train_compiles = [k for k in cache._executables if k[0] == "train_chunk"]
+  # One train program for the three strengths (the source pretraining has its own).
+  assert len([k for k in train_compiles if "l2sp" in repr(k[1])]) == 1
+  assert [s["hparams"]["l2sp"] for s in summaries] == [0.001, 0.01, 0.1]
+  assert all(np.isfinite(s["test/accuracy"]) for s in summaries)
+
+
+def test_wise_ft_and_ema_runs_report_the_variant_chosen_on_validation(data_dir, tmp_path):
+  config = tiny_config(data_dir, str(tmp_path / "cache"), "tiny=1,init=source")
+  config.adapt = {"methods": ("ema", "wise_ft"), "wise_ft": (0.5,), "ema_decay": 0.9}
+  summary = loop.run(config, str(tmp_path / "run"), show_progress=False)
+  names = ("final", "ema", "wise_ft_0.5")
+  assert summary["variant"] in names
+  best = max(names, key=lambda n: summary[f"{n}/val/accuracy"])
+  assert summary[f"{best}/val/accuracy"] == summary["val/accuracy"]
+  assert summary["test/accuracy"] == summary[f"{summary['variant']}/test/accuracy"]
+
+
+@pytest.mark.parametrize("adapt, message", [
+    ({"methods": ("l2sp",)}, "init.kind = 'scratch' has none"),
+    ({"methods": ("sam",), "l2sp": 0.1}, "does not select \\['l2sp'\\]"),
+    ({"methods": ("l2_sp",)}, "unknown method"),
+    ({"methods": ("sam",), "sam_radius": 0.1}, "unknown key"),
+    ({"methods": ("llrd",)}, None),
+    ({"methods": ("lora",), "lora_rank": 0}, "rank must be >= 1"),
+])
+def test_adapt_config_errors_name_the_problem(data_dir, tmp_path, adapt, message):
+  config = tiny_config(data_dir, str(tmp_path / "cache"))
+  config.adapt = adapt
+  if message is None:
+    read_plan(config)  # Valid.
+    return
+  with pytest.raises(ConfigError, match=message):
+    read_plan(config)
+
+
+def test_lora_targets_that_match_no_layer_stop_the_run(data_dir, tmp_path):
+  config = tiny_config(data_dir, str(tmp_path / "cache"))
+  config.adapt = {"methods": ("lora",), "lora_targets": "nothing_matches"}
+  with pytest.raises(ValueError, match="matches no Dense layer"):
+    loop.run(config, str(tmp_path / "run"), show_progress=False)
+
+
+def test_lora_on_pointwise_convolutions_merges_into_the_plain_model():
+  base = build_model("efficientnet_lite", 3, image_size=32)
+  spec = lora_lib.LoraSpec(rank=2, alpha=4.0, targets=r"block1/(expand|project)/conv$")
+  model = lora_lib.LoraModel(base, spec)
+  batch = {"image": np.random.default_rng(0).integers(0, 255, (2, 32, 32, 3)).astype(np.uint8)}
+  variables = model.init(jax.random.PRNGKey(0), batch)
+  assert lora_lib.adapted_kernels(variables["params"]) == ["block1/expand/conv",
+                                                           "block1/project/conv"]
+  rng = np.random.default_rng(1)
+  trained = jax.tree_util.tree_map_with_path(
+      lambda path, x: x + 0.1 * rng.standard_normal(x.shape).astype(np.float32)
+      if path[-1].key in lora_lib.LORA_PARAMS else x, variables["params"])
+  embed = lambda m, params: m.apply({**variables, "params": params}, batch)[1]["pre_logits"]
+  adapted = embed(model, trained)
+  scale = float(np.max(np.abs(adapted)))  # Untrained BatchNorm statistics: tiny features.
+  np.testing.assert_allclose(embed(base, lora_lib.merge(trained, spec.scale)) / scale,
+                             adapted / scale, atol=1e-4)
+  assert np.max(np.abs(adapted - embed(model, variables["params"]))) > 0.01 * scale
+
+
+def test_a_per_seed_source_pretrains_one_source_model_per_run_seed(data_dir, tmp_path):
+  configs = []
+  for seed in (0, 1):
+    config = tiny_config(data_dir, str(tmp_path / "cache"), "tiny=1,init=source")
+    config.seed = seed
+    config.init.source_seed = "run"
+    configs.append(config)
+  summaries = loop.train_group(configs, [str(tmp_path / f"run{s}") for s in (0, 1)],
+                               show_progress=False)
+  assert summaries[0]["pretrained"] != summaries[1]["pretrained"]
+  assert len(list((tmp_path / "cache").glob("source-digits-*"))) == 2
+  shared = tiny_config(data_dir, str(tmp_path / "cache"), "tiny=1,init=source")
+  assert loop.source_identity(read_plan(shared)).startswith("source-digits-")
+  shared.adapt = {"methods": ("l2sp",)}
+  shared.init.source_seed = "run"
+  with pytest.raises(ConfigError, match="source_seed = 'shared'"):
+    read_plan(shared)
