@@ -214,3 +214,18 @@ def test_pending_summaries_are_promoted_only_for_a_whole_group(tmp_path):
     storage.write_json(path, {"run": name})  # Killed before the renames.
   workdir_lib.settle_pending_summaries(runs)
   assert [workdir_lib.read_summary(r) for r in runs] == [{"run": "a"}, {"run": "b"}]
+
+
+def test_a_workdir_saved_before_config_adapt_existed_is_the_same_run(tmp_path):
+  import ml_collections
+  from lowres_jax.train.methods import config_defaults
+  config = ml_collections.ConfigDict({"seed": 0, "adapt": config_defaults(),
+                                      "source": {"seed": 1, "adapt": config_defaults()}})
+  old = {"seed": 0, "source": {"seed": 1}}  # Saved before the adapt group existed.
+  (tmp_path / "config.json").write_text(json.dumps(old))
+  (tmp_path / "checkpoints").mkdir()
+  (tmp_path / "checkpoints" / "20").mkdir()
+  workdir_lib.check_same_config(config, str(tmp_path))  # Same run: no error.
+  config.adapt.methods = ("sam",)
+  with pytest.raises(ConfigError, match="adapt.methods"):
+    workdir_lib.check_same_config(config, str(tmp_path))

@@ -117,11 +117,30 @@ def check_same_config(config: ml_collections.ConfigDict, workdir: str) -> None:
   current = json.loads(json.dumps(config.to_dict(), default=_json_default))
   if saved != current:
     flat_saved, flat_current = _flatten(saved), _flatten(current)
+    added = _added_defaults()
     changed = sorted(k for k in flat_saved.keys() | flat_current.keys()
-                     if flat_saved.get(k) != flat_current.get(k))
+                     if flat_saved.get(k) != flat_current.get(k)
+                     and not (k not in flat_saved and _tail(k) in added
+                              and flat_current[k] == added[_tail(k)]))
+    if not changed:
+      return
     raise ConfigError(
         f"{workdir} holds a run started with a different config (differs in "
         f"{', '.join(changed[:8])}). Use another --workdir, or delete that one to start over.")
+
+
+def _added_defaults() -> dict:
+  """Config keys added after runs were saved without them, at the values that do what the
+  code did before they existed (``config.adapt`` with no method): a run saved without them
+  is the same run, so its workdir stays resumable and its summary reusable."""
+  from lowres_jax.train.methods import config_defaults
+  group = json.loads(json.dumps({"adapt": config_defaults()}, default=_json_default))
+  return _flatten(group)
+
+
+def _tail(key: str) -> str:
+  """'source.adapt.l2sp' -> 'adapt.l2sp': the group sits in a source config too."""
+  return ".".join(key.split(".")[-2:])
 
 
 def _flatten(tree: dict, prefix: str = "") -> dict:
