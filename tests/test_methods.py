@@ -316,3 +316,30 @@ def test_a_per_seed_source_pretrains_one_source_model_per_run_seed(data_dir, tmp
   shared.init.source_seed = "run"
   with pytest.raises(ConfigError, match="source_seed = 'shared'"):
     read_plan(shared)
+
+
+def test_stochastic_depth_drops_whole_examples_and_keeps_the_expectation():
+  import flax.linen as nn
+  from lowres_jax.models.stochastic_depth import block_rate, drop_branch
+
+  class Branch(nn.Module):
+    @nn.compact
+    def __call__(self, x, train):
+      return drop_branch(self, x, 0.25, train)
+
+  x = jnp.ones((4000, 3, 2))
+  dropped = Branch().apply({}, x, True, rngs={"dropout": jax.random.PRNGKey(0)})
+  per_example = np.asarray(dropped).reshape(4000, -1)
+  np.testing.assert_allclose(np.unique(per_example), [0.0, 1 / 0.75], rtol=1e-6)  # Rescaled.
+  assert np.all(per_example.min(1) == per_example.max(1))
+  assert abs(float(np.mean(per_example == 0)) - 0.25) < 0.03
+  assert abs(float(per_example.mean()) - 1.0) < 0.05
+  np.testing.assert_array_equal(Branch().apply({}, x, False), x)  # Identity in eval.
+  assert [block_rate(0.2, i, 5) for i in (0, 4)] == [0.0, 0.2]
+  vit = build_model("vit", 3, patch_size=4, hidden=16, depth=2, num_heads=2, mlp_dim=32,
+                    drop_path=0.5)
+  batch = {"image": np.random.default_rng(0).integers(0, 255, (8, 8, 8, 1)).astype(np.uint8)}
+  variables = vit.init(jax.random.PRNGKey(0), batch)
+  train = lambda key: vit.apply(variables, batch, train=True, rngs={"dropout": key})[1][
+      "pre_logits"]
+  assert not np.allclose(train(jax.random.PRNGKey(1)), train(jax.random.PRNGKey(2)))

@@ -28,6 +28,7 @@ import jax.numpy as jnp
 
 from lowres_jax.models.depthwise import DepthwiseConv
 from lowres_jax.models.inputs import Stat, prepare_images
+from lowres_jax.models.stochastic_depth import drop_branch
 
 # (repeats, kernel, stride, expand ratio, input filters, output filters) per stage of Lite0,
 # as the TF ``efficientnet_lite_builder`` block strings 'r1_k3_s11_e1_i32_o16', ...
@@ -125,11 +126,7 @@ class MBConv(nn.Module):
                depthwise_impl=self.depthwise_impl, name="depthwise", **bn)(x, train)
     x = ConvBN(self.features, 1, activate=False, name="project", **bn)(x, train)
     if self.stride == 1 and inputs.shape[-1] == self.features:
-      if train and self.drop_connect > 0:  # Stochastic depth, per example.
-        keep = 1.0 - self.drop_connect
-        mask = jax.random.bernoulli(self.make_rng("dropout"), keep, (x.shape[0], 1, 1, 1))
-        x = jnp.where(mask, x / keep, 0).astype(x.dtype)
-      x = x + inputs
+      x = drop_branch(self, x, self.drop_connect, train) + inputs  # Stochastic depth.
     return x
 
 

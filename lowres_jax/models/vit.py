@@ -33,6 +33,7 @@ import jax.numpy as jnp
 from lowres_jax.models.attention import SelfAttention
 
 from lowres_jax.models.inputs import prepare_images
+from lowres_jax.models.stochastic_depth import block_rate, drop_branch
 
 # Name: (hidden, depth, num_heads, mlp_dim), from Table 2 of Zhai et al. 2022 (scaling ViTs),
 # "So400m" from Alabdulmohsin et al. 2023.
@@ -72,6 +73,7 @@ class EncoderBlock(nn.Module):
   layer_norm_eps: float = 1e-6
   gelu_approximate: bool = False
   dtype: jnp.dtype = jnp.float32
+  drop_path: float = 0.0  # Stochastic depth of both residual branches.
 
   @nn.compact
   def __call__(self, x: jax.Array, train: bool) -> jax.Array:
@@ -79,10 +81,12 @@ class EncoderBlock(nn.Module):
     drop = lambda y: nn.Dropout(self.dropout)(y, deterministic=not train)
     dense = lambda features, name: nn.Dense(features, dtype=self.dtype, name=name,
                                             kernel_init=nn.initializers.xavier_uniform())
-    x = x + drop(SelfAttention(self.num_heads, dtype=self.dtype, name="attention")(norm("norm1")(x)))
+    branch = lambda y: drop_branch(self, drop(y), self.drop_path, train)
+    x = x + branch(SelfAttention(self.num_heads, dtype=self.dtype, name="attention")(
+        norm("norm1")(x)))
     y = dense(self.mlp_dim, "mlp_in")(norm("norm2")(x))
     y = drop(nn.gelu(y, approximate=self.gelu_approximate))
-    return x + drop(dense(x.shape[-1], "mlp_out")(y))
+    return x + branch(dense(x.shape[-1], "mlp_out")(y))
 
 
 class ViT(nn.Module):
@@ -117,6 +121,7 @@ class ViT(nn.Module):
   mlp_dim: int = 0
   pool: str = "cls"
   dropout: float = 0.0
+  drop_path: float = 0.0  # Stochastic depth: 0 in the first block rising to this in the last.
   layer_norm_eps: float = 1e-6
   gelu_approximate: bool = False
   image_size: int = 0
@@ -157,7 +162,8 @@ class ViT(nn.Module):
     x = nn.Dropout(self.dropout)(x, deterministic=not train)
     for i in range(arch["depth"]):
       x = EncoderBlock(arch["num_heads"], arch["mlp_dim"], self.dropout, self.layer_norm_eps,
-                       self.gelu_approximate, self.dtype, name=f"block_{i}")(x, train)
+                       self.gelu_approximate, self.dtype,
+                       block_rate(self.drop_path, i, arch["depth"]), name=f"block_{i}")(x, train)
       features[f"block_{i}"] = x
     x = features["encoded"] = nn.LayerNorm(epsilon=self.layer_norm_eps, dtype=self.dtype,
                                            name="norm_final")(x)
