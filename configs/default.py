@@ -63,9 +63,9 @@ def base_config(dataset: str, classes, shots: int, model: dict, duration: str,
   c.train = ml_collections.ConfigDict(dict(
       batch_size=batch_size, duration=duration, augment=augment, crop_pad=1,
       label_smoothing=0.0, forward_mode="train"))
-  # An optional eval.probes = ('ridge', 'class_means') fits those probes on the final
-  # embeddings, reported beside the run's own metrics (lowres_jax/train/probes.py).
-  c.eval = ml_collections.ConfigDict(dict(batch_size=256, every=100))
+  # probes: ('ridge', 'class_means') fits those probes on the final embeddings, reported
+  # beside the run's own metrics (lowres_jax/train/probes.py).
+  c.eval = ml_collections.ConfigDict(dict(batch_size=256, every=100, probes=()))
   c.log_every = 25
   c.checkpoint_every = 100
   c.keep_checkpoints = 2  # 0: delete them once the run has finished (a sweep's table only).

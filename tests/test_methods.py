@@ -343,3 +343,17 @@ def test_stochastic_depth_drops_whole_examples_and_keeps_the_expectation():
   train = lambda key: vit.apply(variables, batch, train=True, rngs={"dropout": key})[1][
       "pre_logits"]
   assert not np.allclose(train(jax.random.PRNGKey(1)), train(jax.random.PRNGKey(2)))
+
+
+def test_lora_adapters_start_fresh_when_the_base_model_loads_a_checkpoint():
+  from lowres_jax.weights import init as init_lib
+  base, batch = _bert(), _tokens()
+  pretrained = init_lib.flatten(base.init(jax.random.PRNGKey(5), batch))
+  model = lora_lib.LoraModel(base, lora_lib.LoraSpec(4, 8.0, r"attention/query$"))
+  fresh = model.init(jax.random.PRNGKey(0), batch)
+  merged = init_lib.merge(fresh, init_lib.Loaded(pretrained), init_lib.InitSpec(kind="scratch"))
+  flat = init_lib.flatten(merged)
+  query = "params/layer_0/attention/query/"
+  np.testing.assert_array_equal(flat[query + "kernel"], pretrained[query + "kernel"])
+  np.testing.assert_array_equal(flat[query + "lora_b"], 0.0)  # Fresh: B starts at zero.
+  assert flat[query + "lora_a"].shape == (16, 4)

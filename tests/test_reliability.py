@@ -220,8 +220,9 @@ def test_a_workdir_saved_before_config_adapt_existed_is_the_same_run(tmp_path):
   import ml_collections
   from lowres_jax.train.methods import config_defaults
   config = ml_collections.ConfigDict({"seed": 0, "adapt": config_defaults(),
+                                      "eval": {"every": 5, "probes": ()},
                                       "source": {"seed": 1, "adapt": config_defaults()}})
-  old = {"seed": 0, "source": {"seed": 1}}  # Saved before the adapt group existed.
+  old = {"seed": 0, "eval": {"every": 5}, "source": {"seed": 1}}  # Saved before adapt existed.
   (tmp_path / "config.json").write_text(json.dumps(old))
   (tmp_path / "checkpoints").mkdir()
   (tmp_path / "checkpoints" / "20").mkdir()

@@ -131,11 +131,12 @@ def check_same_config(config: ml_collections.ConfigDict, workdir: str) -> None:
 
 def _added_defaults() -> dict:
   """Config keys added after runs were saved without them, at the values that do what the
-  code did before they existed (``config.adapt`` with no method): a run saved without them
-  is the same run, so its workdir stays resumable and its summary reusable."""
+  code did before they existed (``config.adapt`` with no method, no ``eval.probes``): a run
+  saved without them is the same run, so its workdir stays resumable and its summary
+  reusable."""
   from lowres_jax.train.methods import config_defaults
-  group = json.loads(json.dumps({"adapt": config_defaults()}, default=_json_default))
-  return _flatten(group)
+  added = {"adapt": config_defaults(), "eval": {"probes": ()}}
+  return _flatten(json.loads(json.dumps(added, default=_json_default)))
 
 
 def _tail(key: str) -> str:

@@ -31,6 +31,8 @@ from typing import Any, Callable, Mapping
 import numpy as np
 from flax import traverse_util
 
+from lowres_jax.models.lora import LORA_PARAMS
+
 log = logging.getLogger(__name__)
 
 KINDS = ("scratch", "source", "workdir", "checkpoint")
@@ -119,7 +121,9 @@ def merge(fresh: Mapping[str, Any], loaded: "Loaded", spec: InitSpec) -> dict[st
   drop = re.compile(spec.dont_load) if spec.dont_load else None
 
   def kept_fresh(name: str) -> bool:
-    return any(r.search(_without_collection(name)) for r in keep)
+    # LoRA adapters (models/lora.py) are new parameters: no checkpoint holds them.
+    return (any(r.search(_without_collection(name)) for r in keep)
+            or name.rsplit("/", 1)[-1] in LORA_PARAMS)
 
   missing = sorted(n for n in fresh_flat if n not in loaded_flat and not kept_fresh(n))
   unexpected = sorted([n for n in loaded_flat if n not in fresh_flat and not kept_fresh(n)]
