@@ -46,4 +46,5 @@ def get_config():
 
 
 def get_sweep():
-  return methods.sweep_runs(get_config(), SHOTS, SEEDS, RATES, PROBE_L2)
+  return methods.sweep_runs(get_config(), SHOTS, SEEDS, RATES, PROBE_L2, {"lora": {
+      "adapt.lora_targets": r"attention/(query|key|value|out)$"}})

@@ -43,9 +43,11 @@ HEAD = re.compile(r"^head/")
 
 
 # config.adapt's static settings and their defaults (the traced ones are in hparams.DEFAULTS).
+# The LoRA targets match the attention projections of ViT and BERT and also their MLP's output
+# projection ('mlp_out'); 'attention/(query|key|value|out)$' keeps to attention.
 STATIC_DEFAULTS: dict[str, Any] = {
     "bss_k": 1, "delta_output": "pre_logits", "wise_ft": (0.25, 0.5, 0.75), "lr_groups": (),
-    "lora_rank": 8, "lora_alpha": 16.0, "lora_targets": r"attention/(query|key|value|out)$",
+    "lora_rank": 8, "lora_alpha": 16.0, "lora_targets": r"(query|key|value|out)$",
 }
 
 
