@@ -26,7 +26,7 @@ from lowres_jax.data import augment, fewshot, sources, text_sources
 from lowres_jax.models import build_model, lora as lora_lib
 from lowres_jax.train import features as features_lib
 from lowres_jax.train import head_init, hparams as hparams_lib, interrupt, methods, optim
-from lowres_jax.train import probes as probes_lib
+from lowres_jax.train import final_eval
 from lowres_jax.train import step as step_lib
 from lowres_jax.train.compiled import CompileCache
 from lowres_jax.train.evaluate import Evaluator, split_metrics
@@ -193,7 +193,7 @@ def _train_unfinished(configs, plans: list[RunPlan], workdirs: list[str], cache:
       plans, task, parallel.put_replicated(stack(states), mesh), start_step, mesh, cache,
       evaluator, writers, managers, progress, workdirs, stop_on_nonfinite, frozen)
 
-  final = _final_metrics(plan, evaluator, state, task, anchor)
+  final = final_eval.final_metrics(plan, evaluator, state, task, anchor)
   for i in diverged:
     final[i] = {}  # A diverged model's predictions are meaningless; report none.
   for i, writer in enumerate(writers):
@@ -336,21 +336,11 @@ def _fit_head(plan: RunPlan, kind: str, variables: dict, train: sources.Examples
   fingerprint = features_lib.shared_fingerprint(
       jax.tree.map(lambda leaf: np.asarray(leaf)[None], variables))
   kernel, bias = head_init.fit_head(
-      kind, lambda: _features(plan, evaluator, variables, fingerprint, plan.train_split, train),
+      kind, lambda: final_eval.cached_features(plan, evaluator, variables, fingerprint,
+                                               plan.train_split, train),
       train.labels, lambda: evaluator.features(variables, _label_inputs(plan)),
       len(plan.classes), plan.head_scale, plan.head_l2)
   return head_init.with_head(variables, kernel, bias)
-
-
-def _features(plan: RunPlan, evaluator: Evaluator, variables: dict, fingerprint: str,
-              split: str, examples: sources.Examples) -> np.ndarray:
-  """``pre_logits`` of ``examples`` (from ``split``) under the backbone ``fingerprint``,
-  embedded once per process and example (train/features.py)."""
-  source = (plan.dataset, split, plan.data_dir, plan.tokenizer, plan.max_length)
-  inputs = examples.inputs()
-  return features_lib.FEATURES.features(
-      fingerprint, source, examples.ids,
-      lambda rows: evaluator.features(variables, {k: v[rows] for k, v in inputs.items()}))
 
 
 @functools.partial(jax.jit, static_argnums=0)
@@ -429,86 +419,6 @@ def _log_validation(evaluator, variables, vals, num_classes, step, writers) -> N
   logits = evaluator.logits(variables, stack([v.inputs() for v in vals]), shared=False)
   for i, writer in enumerate(writers):
     writer.write(step, split_metrics(logits[i], vals[i].labels, num_classes, "val"))
-
-
-def _final_metrics(plan: RunPlan, evaluator: Evaluator, state: TrainState, task: _Task,
-                   anchor: dict | None) -> list[dict]:
-  """Validation and test metrics of every run. With evaluation variants (EMA weights, WiSE-FT
-  mixtures), each is evaluated too, under its name ('ema/test/accuracy'; the final weights as
-  'final/...'), and the run reports the one with the best validation accuracy (``variant``)."""
-  final = _evaluate(plan, evaluator, state.variables(), task)
-  for i, probed in enumerate(_probe_metrics(plan, evaluator, state.variables(), task)):
-    final[i].update(probed)
-  variants = methods.eval_variants(plan.adapt, state.variables(), state.extra, anchor)
-  if not variants:
-    return final
-  candidates = {"final": final, **{name: _evaluate(plan, evaluator, variables, task)
-                                   for name, variables in variants.items()}}
-  results = []
-  for i in range(len(final)):
-    # Ties keep the earlier candidate, the final weights first.
-    chosen = max(candidates, key=lambda name: candidates[name][i].get("val/accuracy", -1.0))
-    merged = {"variant": chosen, **candidates[chosen][i]}
-    for name, metrics in candidates.items():
-      merged.update({f"{name}/{key}": value for key, value in metrics[i].items()})
-    results.append(merged)
-  return results
-
-
-def _probe_metrics(plan: RunPlan, evaluator: Evaluator, stacked_variables: dict,
-                   task: _Task) -> list[dict]:
-  """``config.eval.probes`` fitted on each run's final embeddings (train/probes.py)."""
-  if not plan.eval_probes:
-    return [{} for _ in task.trains]
-  variables = parallel.fetch(stacked_variables)
-  results = []
-  for i, (train, val) in enumerate(zip(task.trains, task.vals)):
-    run_variables = unstack(variables, i)
-    fingerprint = features_lib.shared_fingerprint(unstack(variables, i, keepdims=True))
-    splits = {"train": (plan.train_split, train), "val": (plan.train_split, val),
-              "test": (plan.test_split, task.test)}
-
-    def features(split: str):
-      name, examples = splits[split]
-      if not len(examples):
-        return np.zeros((0, 1), np.float32)
-      return _features(plan, evaluator, run_variables, fingerprint, name, examples)
-
-    labels = {split: examples.labels for split, (_, examples) in splits.items()}
-    results.append(probes_lib.run_probes(plan.eval_probes, features, labels, task.num_classes))
-  return results
-
-
-def _evaluate(plan: RunPlan, evaluator: Evaluator, stacked_variables: dict,
-              task: _Task) -> list[dict]:
-  """Validation and test metrics of stacked variables. When all runs share one backbone
-  (nothing trained but the heads), their logits come from cached features
-  (train/features.py)."""
-  variables = parallel.fetch(stacked_variables)
-  fingerprint = features_lib.shared_fingerprint(variables)
-  backbone = unstack(variables, 0)
-
-  def split_logits(examples: list[sources.Examples], split: str, shared: bool) -> np.ndarray:
-    """(runs, N, classes); ``examples`` is the one shared split or one per run."""
-    if fingerprint is None:
-      inputs = examples[0].inputs() if shared else stack([e.inputs() for e in examples])
-      return evaluator.logits(stacked_variables, inputs, shared)
-    features = [_features(plan, evaluator, backbone, fingerprint, split, e) for e in examples]
-    if shared:
-      return features_lib.head_logits(features[0], variables["params"])
-    return np.stack([features_lib.head_logits(f, unstack(variables["params"], i, keepdims=True))[0]
-                     for i, f in enumerate(features)])
-
-  results = [{} for _ in task.vals]
-  if len(task.vals[0]):
-    val_logits = split_logits(task.vals, plan.train_split, shared=False)
-    for i, val in enumerate(task.vals):
-      results[i].update(split_metrics(val_logits[i], val.labels, task.num_classes, "val"))
-  test_logits = split_logits([task.test], plan.test_split, shared=True)
-  for i in range(len(task.vals)):
-    results[i].update(split_metrics(test_logits[i], task.test.labels, task.num_classes,
-                                    "test"))
-  return results
 
 
 def _summary(plan: RunPlan, manifest, total_steps, num_test, final, timing) -> dict:

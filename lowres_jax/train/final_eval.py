@@ -1,0 +1,111 @@
+"""A group's final evaluation: every run's validation and test metrics, its evaluation
+variants (EMA weights, WiSE-FT mixtures) with the one chosen on validation, and the probes
+fitted on its final embeddings.
+
+``task`` is the loop's task: per-run ``trains`` and ``vals``, the shared ``test``, and
+``num_classes``.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from lowres_jax import parallel
+from lowres_jax.data import sources
+from lowres_jax.train import features as features_lib
+from lowres_jax.train import methods
+from lowres_jax.train import probes as probes_lib
+from lowres_jax.train.evaluate import Evaluator, split_metrics
+from lowres_jax.train.plan import RunPlan
+from lowres_jax.train.state import TrainState, stack, unstack
+
+
+def final_metrics(plan: RunPlan, evaluator: Evaluator, state: TrainState, task,
+                   anchor: dict | None) -> list[dict]:
+  """Validation and test metrics of every run. With evaluation variants (EMA weights, WiSE-FT
+  mixtures), each is evaluated too, under its name ('ema/test/accuracy'; the final weights as
+  'final/...'), and the run reports the one with the best validation accuracy (``variant``)."""
+  final = evaluate(plan, evaluator, state.variables(), task)
+  for i, probed in enumerate(probe_metrics(plan, evaluator, state.variables(), task)):
+    final[i].update(probed)
+  variants = methods.eval_variants(plan.adapt, state.variables(), state.extra, anchor)
+  if not variants:
+    return final
+  candidates = {"final": final, **{name: evaluate(plan, evaluator, variables, task)
+                                   for name, variables in variants.items()}}
+  results = []
+  for i in range(len(final)):
+    # Ties keep the earlier candidate, the final weights first.
+    chosen = max(candidates, key=lambda name: candidates[name][i].get("val/accuracy", -1.0))
+    merged = {"variant": chosen, **candidates[chosen][i]}
+    for name, metrics in candidates.items():
+      merged.update({f"{name}/{key}": value for key, value in metrics[i].items()})
+    results.append(merged)
+  return results
+
+
+def probe_metrics(plan: RunPlan, evaluator: Evaluator, stacked_variables: dict,
+                   task) -> list[dict]:
+  """``config.eval.probes`` fitted on each run's final embeddings (train/probes.py)."""
+  if not plan.eval_probes:
+    return [{} for _ in task.trains]
+  variables = parallel.fetch(stacked_variables)
+  results = []
+  for i, (train, val) in enumerate(zip(task.trains, task.vals)):
+    run_variables = unstack(variables, i)
+    fingerprint = features_lib.shared_fingerprint(unstack(variables, i, keepdims=True))
+    splits = {"train": (plan.train_split, train), "val": (plan.train_split, val),
+              "test": (plan.test_split, task.test)}
+
+    def features(split: str):
+      name, examples = splits[split]
+      if not len(examples):
+        return np.zeros((0, 1), np.float32)
+      return cached_features(plan, evaluator, run_variables, fingerprint, name, examples)
+
+    labels = {split: examples.labels for split, (_, examples) in splits.items()}
+    results.append(probes_lib.run_probes(plan.eval_probes, features, labels, task.num_classes))
+  return results
+
+
+def evaluate(plan: RunPlan, evaluator: Evaluator, stacked_variables: dict,
+              task) -> list[dict]:
+  """Validation and test metrics of stacked variables. When all runs share one backbone
+  (nothing trained but the heads), their logits come from cached features
+  (train/features.py)."""
+  variables = parallel.fetch(stacked_variables)
+  fingerprint = features_lib.shared_fingerprint(variables)
+  backbone = unstack(variables, 0)
+
+  def split_logits(examples: list[sources.Examples], split: str, shared: bool) -> np.ndarray:
+    """(runs, N, classes); ``examples`` is the one shared split or one per run."""
+    if fingerprint is None:
+      inputs = examples[0].inputs() if shared else stack([e.inputs() for e in examples])
+      return evaluator.logits(stacked_variables, inputs, shared)
+    features = [cached_features(plan, evaluator, backbone, fingerprint, split, e) for e in examples]
+    if shared:
+      return features_lib.head_logits(features[0], variables["params"])
+    return np.stack([features_lib.head_logits(f, unstack(variables["params"], i, keepdims=True))[0]
+                     for i, f in enumerate(features)])
+
+  results = [{} for _ in task.vals]
+  if len(task.vals[0]):
+    val_logits = split_logits(task.vals, plan.train_split, shared=False)
+    for i, val in enumerate(task.vals):
+      results[i].update(split_metrics(val_logits[i], val.labels, task.num_classes, "val"))
+  test_logits = split_logits([task.test], plan.test_split, shared=True)
+  for i in range(len(task.vals)):
+    results[i].update(split_metrics(test_logits[i], task.test.labels, task.num_classes,
+                                    "test"))
+  return results
+
+
+def cached_features(plan: RunPlan, evaluator: Evaluator, variables: dict, fingerprint: str,
+              split: str, examples: sources.Examples) -> np.ndarray:
+  """``pre_logits`` of ``examples`` (from ``split``) under the backbone ``fingerprint``,
+  embedded once per process and example (train/features.py)."""
+  source = (plan.dataset, split, plan.data_dir, plan.tokenizer, plan.max_length)
+  inputs = examples.inputs()
+  return features_lib.FEATURES.features(
+      fingerprint, source, examples.ids,
+      lambda rows: evaluator.features(variables, {k: v[rows] for k, v in inputs.items()}))
