@@ -7,20 +7,27 @@ from typing import Mapping
 
 import flax.linen as nn
 import jax
+import jax.numpy as jnp
 
 from lowres_jax.models.inputs import prepare_images
 
 
 def max_pool_2x2(x: jax.Array) -> jax.Array:
-  """``nn.max_pool(x, (2, 2), strides=(2, 2))`` (odd edges dropped, as 'VALID' does) written as
-  a reshape and a max: the same forward values, but its gradient is a compare-and-select that
-  XLA fuses, where ``reduce_window``'s gradient (select-and-scatter) costs XLA:CPU about 3x
-  more: 9 of the CNN's ~60 ms per step (results/bench_cpu.md). Gradients differ only on exact
-  ties inside a window, which this splits equally instead of giving to the first: after a ReLU
-  that is all-zero windows, whose gradient the ReLU zeroes either way."""
+  """``nn.max_pool(x, (2, 2), strides=(2, 2))`` (odd edges dropped, as 'VALID' does), written
+  so that XLA:CPU runs its gradient as fused elementwise work: ``reduce_window``'s gradient
+  (select-and-scatter) cost about 16 of the CNN's ~60 ms per step (results/bench_cpu.md).
+
+  The same values and the same gradient, ties included: each window's gradient goes to its
+  first maximum in row-major order, as select-and-scatter's ``>=`` picks it. (A plain
+  ``max`` over the window would split a tie's gradient; 8x8 digits tie often.)"""
   n, height, width, channels = x.shape
   x = x[:, :height - height % 2, :width - width % 2]
-  return x.reshape(n, height // 2, 2, width // 2, 2, channels).max(axis=(2, 4))
+  windows = x.reshape(n, height // 2, 2, width // 2, 2, channels)
+  windows = windows.transpose(0, 1, 3, 5, 2, 4).reshape(n, height // 2, width // 2, channels, 4)
+  first_max = jax.lax.stop_gradient(
+      jax.nn.one_hot(jnp.argmax(windows, axis=-1), 4, dtype=x.dtype))
+  # Exact: the maximum times one plus the others times zero.
+  return jnp.sum(windows * first_max, axis=-1)
 
 
 class SmallCNN(nn.Module):
