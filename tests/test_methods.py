@@ -164,7 +164,7 @@ def test_lora_counts_its_parameters_and_merges_into_the_plain_model():
   np.testing.assert_allclose(outputs, merged, atol=1e-5)
 
 
-def _train(adapt, freeze, steps, model=None, hparam_values=None):
+def _train(adapt, freeze, steps, model=None, hparam_values=None, keep_losses=None):
   """``steps`` single-step calls of the trainer's step on a tiny separable image task."""
   model = model or build_model("cnn", 2, width=4, depth=1, hidden=8)
   rng = np.random.default_rng(0)
@@ -187,7 +187,9 @@ def _train(adapt, freeze, steps, model=None, hparam_values=None):
   chunk = jax.jit(step_lib.make_train_chunk(spec, parallel.batch_sharding(parallel.make_mesh())))
   frozen = {"anchor": {"params": params, **model_state}} if adapt.needs_anchor else {}
   for _ in range(steps):
-    state, _ = chunk(state, hparams, examples, frozen)
+    state, metrics = chunk(state, hparams, examples, frozen)
+    if keep_losses is not None:
+      keep_losses.append(float(metrics["loss"][0]))
   return params, state
 
 
@@ -357,3 +359,21 @@ def test_lora_adapters_start_fresh_when_the_base_model_loads_a_checkpoint():
   np.testing.assert_array_equal(flat[query + "kernel"], pretrained[query + "kernel"])
   np.testing.assert_array_equal(flat[query + "lora_b"], 0.0)  # Fresh: B starts at zero.
   assert flat[query + "lora_a"].shape == (16, 4)
+
+
+def test_delta_compares_in_the_same_forward_mode_so_it_starts_at_zero():
+  """At the pretrained weights the penalty is exactly zero, with BatchNorm in train mode
+  (batch statistics) and dropout: the anchor sees the same statistics and masks."""
+  model = build_model("vit", 2, patch_size=4, hidden=16, depth=1, num_heads=2, mlp_dim=32,
+                      dropout=0.3)
+  losses = []
+  for strength in (0.0, 100.0):
+    _, state = _train(methods.AdaptSpec(methods=("delta",), fresh="^head/"), "", 1, model=model,
+                      hparam_values={"delta": strength}, keep_losses=losses)
+  assert losses[0] == losses[1]
+  bn = build_model("cnn", 2, width=4, depth=1, hidden=8, batch_norm=True)
+  losses = []
+  for strength in (0.0, 100.0):
+    _train(methods.AdaptSpec(methods=("delta",), fresh="^head/"), "", 1, model=bn,
+           hparam_values={"delta": strength}, keep_losses=losses)
+  assert losses[0] == losses[1]

@@ -76,9 +76,15 @@ def make_train_chunk(spec: StepSpec, batch_sharding: NamedSharding) -> Callable:
                                                      train_forward, dropout_key)
     loss = loss_term(losses.LossContext(batch, logits, outputs, params, hparams))
 
-    def anchor_outputs():  # The frozen pretrained model on the same batch, in inference mode.
+    def anchor_outputs():
+      # The frozen pretrained model on the same batch in the same forward mode: BatchNorm on
+      # the batch's statistics (its own running ones untouched) and the same dropout masks, so
+      # the two models' features differ by their weights alone.
       anchor = frozen["anchor"]
-      return spec.model.apply(anchor, batch, train=False)[1]
+      anchor_state = {k: v for k, v in anchor.items() if k != "params"}
+      (_, outputs), _ = apply_model(spec.model, anchor["params"], anchor_state, batch,
+                                    train_forward, dropout_key)
+      return outputs
 
     penalty = methods.penalty(adapt, methods.PenaltyContext(params, outputs, anchor_outputs,
                                                             frozen, hparams))
