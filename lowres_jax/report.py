@@ -205,8 +205,17 @@ def edge_keys(settings: Iterable[str], chosen: str) -> list[str]:
 def _pretrained_models(runs: Sequence[Record]) -> int | None:
   """How many distinct pretrained models (summary key ``pretrained``) the runs start from;
   None for runs from scratch and for records written before summaries named it."""
-  names = {run.get("pretrained") for run in runs}
+  names = {run.get("pretrained") or _init_identity(run.get("init")) for run in runs}
   return None if None in names or names == {"scratch"} else len(names)
+
+
+def _init_identity(init: Any) -> str | None:
+  """The pretrained model of a summary written before ``pretrained`` was recorded, where its
+  ``init`` names it alone (a checkpoint or workdir path; scratch); a source model's identity
+  is its config's hash, which such summaries lack."""
+  if not isinstance(init, dict) or init.get("kind") == "source":
+    return None
+  return f"{init['kind']}:{init['path']}" if init.get("path") else init.get("kind")
 
 
 def _pretraining_note(rows: Sequence[dict]) -> list[str]:

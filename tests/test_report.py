@@ -280,9 +280,14 @@ def test_the_report_says_how_many_pretrained_models_the_seeds_cover() -> None:
               for seed in range(3)]
   records += [{**_run("scratch", "", 5, seed, 0.5, 0.6), "pretrained": "scratch"}
               for seed in range(3)]
+  # Written before summaries named it: a checkpoint's path names the model, a source's not.
+  records += [{**_run("older", "", 5, seed, 0.5, 0.6),
+               "init": {"kind": "checkpoint", "path": "package:x"}} for seed in range(3)]
+  records += [{**_run("older_source", "", 5, seed, 0.5, 0.6),
+               "init": {"kind": "source", "path": ""}} for seed in range(3)]
   rows = build_table(records)
   assert {r["method"]: r["pretrained_models"] for r in rows} == {
-      "finetune": 1, "per_seed": 3, "scratch": None}
+      "finetune": 1, "per_seed": 3, "scratch": None, "older": 1, "older_source": None}
   markdown = format_markdown(rows, "test/accuracy", COMMAND, TITLE)
   assert "one serves every seed of each cell for finetune" in markdown
   assert "one per seed for per_seed" in markdown
