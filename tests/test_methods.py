@@ -6,8 +6,8 @@ import re
 import jax
 import jax.numpy as jnp
 import numpy as np
-import optax
 import pytest
+from flax import traverse_util
 
 from conftest import tiny_config
 from lowres_jax import parallel
@@ -126,7 +126,7 @@ def test_layer_wise_decay_assigns_decay_to_the_power_of_depth(name):
   bottom = "embeddings/" if name == "bert" else "(embedding/|pos_embedding$|cls$)"
   block = "layer_" if name == "bert" else "block_"
   for path, value in ((("/".join(p)), v) for p, v in
-                      __import__("flax").traverse_util.flatten_dict(got).items()):
+                      traverse_util.flatten_dict(got).items()):
     match = re.match(block + r"(\d+)/", path)
     if match:  # Two blocks: block 1 is one below the top, block 0 two.
       expected = decay ** (2 - int(match.group(1)))
@@ -200,9 +200,9 @@ def test_lp_ft_first_phase_equals_a_linear_probe_then_tunes_everything():
   _, probe = _train(methods.AdaptSpec(), "^(?!head/)", steps)
   for a, b in zip(jax.tree.leaves(lpft.params), jax.tree.leaves(probe.params)):
     np.testing.assert_allclose(a, b, rtol=1e-6, atol=1e-7)
-  for path, value in __import__("flax").traverse_util.flatten_dict(lpft.params).items():
+  for path, value in traverse_util.flatten_dict(lpft.params).items():
     if path[0] != "head":  # Bit-identical: not one update reached the backbone.
-      np.testing.assert_array_equal(value, __import__("flax").traverse_util.flatten_dict(
+      np.testing.assert_array_equal(value, traverse_util.flatten_dict(
           initial)[path])
   _, tuned = _train(methods.AdaptSpec(methods=("lpft",)), "", steps,
                     hparam_values={"lpft_probe": 0.25})
@@ -211,7 +211,7 @@ def test_lp_ft_first_phase_equals_a_linear_probe_then_tunes_everything():
 
 def test_bitfit_keeps_every_non_bias_weight_bit_identical():
   initial, state = _train(methods.AdaptSpec(), methods.BITFIT_FREEZE, 4)
-  flat = __import__("flax").traverse_util.flatten_dict
+  flat = traverse_util.flatten_dict
   for path, value in flat(state.params).items():
     if path[0] == "head" or path[-1] == "bias":
       assert not np.array_equal(value, flat(initial)[path]), path

@@ -12,22 +12,44 @@ import jax.numpy as jnp
 from lowres_jax.models.inputs import prepare_images
 
 
-def max_pool_2x2(x: jax.Array) -> jax.Array:
-  """``nn.max_pool(x, (2, 2), strides=(2, 2))`` (odd edges dropped, as 'VALID' does), written
-  so that XLA:CPU runs its gradient as fused elementwise work: ``reduce_window``'s gradient
-  (select-and-scatter) cost about 16 of the CNN's ~60 ms per step (results/bench_cpu.md).
-
-  The same values and the same gradient, ties included: each window's gradient goes to its
-  first maximum in row-major order, as select-and-scatter's ``>=`` picks it. (A plain
-  ``max`` over the window would split a tie's gradient; 8x8 digits tie often.)"""
+def _windows(x: jax.Array) -> jax.Array:
+  """(n, h, w, c) -> (n, h/2, w/2, c, 4): each 2x2 window's values in row-major order."""
   n, height, width, channels = x.shape
-  x = x[:, :height - height % 2, :width - width % 2]
   windows = x.reshape(n, height // 2, 2, width // 2, 2, channels)
-  windows = windows.transpose(0, 1, 3, 5, 2, 4).reshape(n, height // 2, width // 2, channels, 4)
-  first_max = jax.lax.stop_gradient(
-      jax.nn.one_hot(jnp.argmax(windows, axis=-1), 4, dtype=x.dtype))
-  # Exact: the maximum times one plus the others times zero.
-  return jnp.sum(windows * first_max, axis=-1)
+  return windows.transpose(0, 1, 3, 5, 2, 4).reshape(n, height // 2, width // 2, channels, 4)
+
+
+@jax.custom_vjp
+def _pool_even(x: jax.Array) -> jax.Array:
+  n, height, width, channels = x.shape
+  return x.reshape(n, height // 2, 2, width // 2, 2, channels).max(axis=(2, 4))
+
+
+def _pool_forward(x):
+  return _pool_even(x), x
+
+
+def _pool_backward(x, cotangent):
+  """All of a window's gradient to its first maximum in row-major order, as
+  select-and-scatter's ``>=`` gives it (a plain ``max`` would split a tie)."""
+  windows = _windows(x)
+  first_max = jax.nn.one_hot(jnp.argmax(windows, axis=-1), 4, dtype=x.dtype)
+  n, height, width, channels = x.shape
+  grad = (first_max * cotangent[..., None]).reshape(n, height // 2, width // 2, channels, 2, 2)
+  return (grad.transpose(0, 1, 4, 2, 5, 3).reshape(x.shape),)
+
+
+_pool_even.defvjp(_pool_forward, _pool_backward)
+
+
+def max_pool_2x2(x: jax.Array) -> jax.Array:
+  """``nn.max_pool(x, (2, 2), strides=(2, 2))`` (odd edges dropped, as 'VALID' does): the same
+  values and the same gradient, ties included (8x8 digits tie often), computed as a reshape
+  and a max forward and a compare-and-select backward. XLA:CPU fuses both, where
+  ``reduce_window``'s gradient (select-and-scatter) cost about 16 of the CNN's ~60 ms per
+  step (results/bench_cpu.md)."""
+  height, width = x.shape[1:3]
+  return _pool_even(x[:, :height - height % 2, :width - width % 2])
 
 
 class SmallCNN(nn.Module):

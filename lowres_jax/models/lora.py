@@ -127,7 +127,3 @@ def check_targets(params: Any, spec: LoraSpec) -> None:
                      "the model; it is a regex on module paths such as "
                      "'layer_0/attention/query' (bert) or 'block_0/mlp_in' (vit)")
 
-
-def merged_variables(variables: dict, scale: float) -> dict:
-  return {**variables, "params": merge(variables["params"], scale)}
-

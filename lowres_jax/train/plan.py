@@ -122,7 +122,7 @@ def read_plan(config: ml_collections.ConfigDict, reads: set[str] | None = None) 
                                 if k != "name")),
       init=init, source=source, cache_dir=c.cache_dir,
       optimizer=c.optim.name, momentum=float(c.optim.momentum), warmup=float(c.optim.warmup),
-      grad_clip=float(c.optim.grad_clip), freeze=_freeze_regex(c),
+      grad_clip=float(c.optim.grad_clip), freeze=c.freeze,
       batch_size=int(c.train.batch_size), duration=c.train.duration,
       augment=tuple(_tuple(c.train.augment)) if c.train.augment else (),
       crop_pad=int(c.train.crop_pad), forward_mode=c.train.forward_mode,
@@ -137,6 +137,8 @@ def read_plan(config: ml_collections.ConfigDict, reads: set[str] | None = None) 
       log_every=int(c.log_every), checkpoint_every=int(c.checkpoint_every),
       keep_checkpoints=int(c.keep_checkpoints))
   c.assert_all_read()
+  if plan.adapt.lora and not plan.freeze:  # LoRA trains the adapters and the head only.
+    plan = dataclasses.replace(plan, freeze=LORA_FREEZE)
   _validate(plan)
   return plan
 
@@ -213,13 +215,6 @@ def _read_adapt(c: TrackedConfig, init: InitSpec) -> AdaptSpec:
                       f"{sorted(set(methods) & {'l2sp', 'delta', 'wise_ft'})} compare with the "
                       "pretrained weights, and config.init.kind = 'scratch' has none")
   return spec
-
-
-def _freeze_regex(c: TrackedConfig) -> str:
-  """``config.freeze``; LoRA without one trains the adapters and the head only."""
-  adapt = c.adapt if "adapt" in c else None
-  methods = _tuple(adapt.methods) if adapt is not None and "methods" in adapt else ()
-  return c.freeze or (LORA_FREEZE if "lora" in methods else "")
 
 
 def _read_init(c: TrackedConfig) -> InitSpec:

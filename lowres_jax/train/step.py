@@ -18,7 +18,7 @@ from jax.sharding import NamedSharding
 
 from lowres_jax.data import augment
 from lowres_jax.train import losses, methods, optim
-from lowres_jax.train.state import TrainState
+from lowres_jax.train.state import TrainState, split_variables
 
 FORWARD_MODES = ("train", "eval")
 
@@ -80,9 +80,8 @@ def make_train_chunk(spec: StepSpec, batch_sharding: NamedSharding) -> Callable:
       # The frozen pretrained model on the same batch in the same forward mode: BatchNorm on
       # the batch's statistics (its own running ones untouched) and the same dropout masks, so
       # the two models' features differ by their weights alone.
-      anchor = frozen["anchor"]
-      anchor_state = {k: v for k, v in anchor.items() if k != "params"}
-      (_, outputs), _ = apply_model(spec.model, anchor["params"], anchor_state, batch,
+      anchor_params, anchor_state = split_variables(frozen["anchor"])
+      (_, outputs), _ = apply_model(spec.model, anchor_params, anchor_state, batch,
                                     train_forward, dropout_key)
       return outputs
 
