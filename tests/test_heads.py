@@ -133,3 +133,22 @@ def test_ridge_without_penalty_is_a_config_error(data_dir, tmp_path):
   config.head_init, config.head_l2 = "ridge", 0.0
   with pytest.raises(ConfigError, match="head_l2"):
     loop.run(config, str(tmp_path / "run"), show_progress=False)
+
+
+def test_scaled_head_has_random_rows_of_the_set_norm_drawn_from_the_seed(data_dir, tmp_path):
+  heads = []
+  for name, seed in (("a", 0), ("b", 0), ("c", 1)):
+    config = tiny_config(data_dir, str(tmp_path / "cache"))
+    # One step at rate 0 keeps the initial head and writes it to a checkpoint.
+    config.train.duration, config.optim.lr = "1 steps", 0.0
+    config.head_init, config.head_scale, config.seed = "scaled", 0.5, seed
+    loop.run(config, str(tmp_path / name), show_progress=False)
+    heads.append(checkpoint.load_variables(str(tmp_path / name))["params"]["head"])
+  np.testing.assert_allclose(np.linalg.norm(heads[0]["kernel"], axis=0), 0.5, rtol=1e-5)
+  np.testing.assert_array_equal(heads[0]["bias"], 0.0)
+  np.testing.assert_array_equal(heads[0]["kernel"], heads[1]["kernel"])
+  assert not np.allclose(heads[0]["kernel"], heads[2]["kernel"])
+  # Distinct random directions: the rows are far from parallel.
+  rows = heads[0]["kernel"].T / 0.5
+  off_diagonal = rows @ rows.T - np.eye(len(rows))
+  assert np.abs(off_diagonal).max() < 0.9

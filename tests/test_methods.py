@@ -229,6 +229,39 @@ def test_every_method_composes_in_one_step_and_strengths_are_traced():
   assert set(strong.extra) == {"ema"}
 
 
+def test_lr_groups_scale_each_parameter_by_its_first_matching_group():
+  params = {"conv0": {"kernel": 1.0, "bias": 1.0}, "dense": {"kernel": 1.0}, "head": {"bias": 1.0}}
+  spec = methods.AdaptSpec(lr_groups=(r"/bias$", r"^conv0/", r"^head/"))
+  hparams = {hparams_lib.GROUP_SCALES: jnp.array([0.5, 0.1, 3.0])}
+  got = traverse_util.flatten_dict(methods.update_multipliers(spec, hparams, params, 0, 10),
+                                   sep="/")
+  # conv0/bias matches the bias group first; dense matches none.
+  assert {k: float(v) for k, v in got.items()} == pytest.approx(
+      {"conv0/kernel": 0.1, "conv0/bias": 0.5, "dense/kernel": 1.0, "head/bias": 0.5})
+
+
+def test_a_group_with_multiplier_zero_stays_bit_identical_and_the_others_train():
+  adapt = methods.AdaptSpec(lr_groups=(r"^conv0_a/",))
+  initial, after = _train(adapt, "", 3,
+                          hparam_values={hparams_lib.GROUP_SCALES: np.float32([0.0])})
+  np.testing.assert_array_equal(after.params["conv0_a"]["kernel"], initial["conv0_a"]["kernel"])
+  assert not np.array_equal(after.params["head"]["kernel"], initial["head"]["kernel"])
+
+
+def test_a_grid_over_group_multipliers_compiles_once(data_dir, tmp_path):
+  cache = CompileCache()
+  configs = []
+  for scale in (0.1, 1.0):
+    config = tiny_config(data_dir, str(tmp_path / "cache"))
+    config.adapt = {"lr_groups": ((r"^head/", scale),)}
+    configs.append(config)
+  summaries = loop.train_group(configs, [str(tmp_path / f"run{i}") for i in range(2)], cache,
+                               show_progress=False)
+  assert len([k for k in cache._executables if k[0] == "train_chunk"]) == 1
+  assert [s["hparams"][hparams_lib.GROUP_SCALES] for s in summaries] == [[0.1], [1.0]]
+  assert summaries[0]["test/loss"] != summaries[1]["test/loss"]
+
+
 def test_a_grid_over_a_regulariser_strength_compiles_once(data_dir, tmp_path):
   cache = CompileCache()
   configs = []

@@ -5,11 +5,14 @@
   normalised (nearest class mean: with ``train.duration = '0 steps'`` it is the classifier).
 - ``label_names``: each class's row is the embedding of its name put in
   ``config.data.label_template`` (zero-shot: with 0 steps, no labelled example is used).
+- ``scaled``: random rows (isotropic directions, drawn from the run's seed) of norm
+  ``config.head_scale``: a small random head (timm's ``head_init_scale``) that breaks the
+  symmetry of a zero head while keeping the first logits near zero.
 
 - ``ridge``: least squares onto one-hot labels on the k-shot embeddings, closed form.
 - ``logistic``: multinomial logistic regression on them (L-BFGS), the usual linear probe.
 
-Class-mean and label-name rows are L2-normalised and scaled by ``config.head_scale``, so with a
+Class-mean, label-name and scaled rows are L2-normalised and scaled by ``config.head_scale``, so with a
 normalised encoder (``model.normalize = True``) the logits are scaled cosine similarities. The
 fitted heads are penalised by ``config.head_l2``. Starting a probe or fine-tuning from such a
 head is the "prototype init" trick; with 0 steps it is the method. ``config.head_refit`` fits
@@ -29,7 +32,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-HEAD_INITS = ("zero", "class_means", "label_names", "ridge", "logistic")
+HEAD_INITS = ("zero", "scaled", "class_means", "label_names", "ridge", "logistic")
 FITTED = ("ridge", "logistic")  # Heads fitted to the labels (they read config.head_l2).
 
 
@@ -104,15 +107,18 @@ def with_head(variables: dict, kernel: np.ndarray, bias: np.ndarray) -> dict:
 
 def fit_head(kind: str, train_features: Callable[[], np.ndarray], train_labels: np.ndarray,
              label_features: Callable[[], np.ndarray], num_classes: int, scale: float,
-             l2: float) -> tuple[np.ndarray, np.ndarray]:
+             l2: float, dim: int = 0, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
   """The head ``kind`` asks for, as (kernel (D, classes), bias (classes,)).
 
   ``train_features`` gives the k-shot examples' embeddings, ``label_features`` the embedded
   templated class names; each is called only by the kinds that need it. ``scale`` sets the
-  norm of the class-mean and label-name rows; ``l2`` the penalty of the fitted heads.
+  norm of the class-mean, label-name and scaled rows; ``l2`` the penalty of the fitted heads;
+  ``dim`` and ``seed`` the embedding width and the draw of the scaled head.
   """
   labels = np.asarray(train_labels)
-  if kind == "class_means":
+  if kind == "scaled":
+    rows = scale * _unit_rows(np.random.default_rng(seed).standard_normal((num_classes, dim)))
+  elif kind == "class_means":
     rows = scale * class_mean_rows(train_features(), labels, num_classes)
   elif kind == "label_names":
     rows = scale * _unit_rows(label_features())

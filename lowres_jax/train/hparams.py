@@ -33,13 +33,21 @@ DEFAULTS: dict[str, float] = {
 }
 
 
+# Per-run vector beside the scalars: the multipliers of ``config.adapt.lr_groups`` (one per regex;
+# the regexes are static). Present only in runs that set groups.
+GROUP_SCALES = "lr_group_scales"
+
+
 def config_keys() -> tuple[str, ...]:
   return tuple(TRACED.values())
 
 
 def as_arrays(values: dict[str, float]) -> dict[str, np.ndarray]:
-  """Host float32 scalars, the form the step receives (stacked over runs by the trainer)."""
-  return {name: np.float32(values[name]) for name in TRACED}
+  """Host float32 arrays, the form the step receives (stacked over runs by the trainer)."""
+  arrays = {name: np.float32(values[name]) for name in TRACED}
+  if GROUP_SCALES in values:
+    arrays[GROUP_SCALES] = np.asarray(values[GROUP_SCALES], np.float32)
+  return arrays
 
 
 def placeholder() -> dict[str, np.ndarray]:

@@ -339,7 +339,8 @@ def _fit_head(plan: RunPlan, kind: str, variables: dict, train: sources.Examples
       kind, lambda: final_eval.cached_features(plan, evaluator, variables, fingerprint,
                                                plan.train_split, train),
       train.labels, lambda: evaluator.features(variables, _label_inputs(plan)),
-      len(plan.classes), plan.head_scale, plan.head_l2)
+      len(plan.classes), plan.head_scale, plan.head_l2,
+      dim=variables["params"]["head"]["kernel"].shape[0], seed=plan.seed)
   return head_init.with_head(variables, kernel, bias)
 
 

@@ -7,7 +7,8 @@ A method contributes some of:
 - a per-parameter multiplier on the optimizer's updates (``llrd``: layer-wise learning-rate
   decay, each model naming its layers in ``models.LAYER_KEYS``; ``lpft``: a linear-probe phase
   then full fine-tuning, switched by a traced phase so the optimizer state keeps its shape;
-  ``config.adapt.lr_groups``: regex groups, first match wins);
+  ``config.adapt.lr_groups``: (regex, multiplier) pairs, first match wins, the multipliers
+  traced, scaling the whole update: learning rate and decoupled weight decay together);
 - extra state updated after each step (``ema``);
 - evaluation variants (``ema`` weights, ``wise_ft`` mixtures with the pretrained weights),
   among which the run's reported metrics are chosen on validation;
@@ -34,6 +35,7 @@ from flax import traverse_util
 from lowres_jax.models import LAYER_KEYS
 from lowres_jax.models import lora as lora_lib
 from lowres_jax.train import regularizers
+from lowres_jax.train.hparams import DEFAULTS as TRACED_DEFAULTS, GROUP_SCALES
 
 METHODS = ("l2sp", "delta", "bss", "sam", "ema", "llrd", "lpft", "wise_ft", "lora")
 NEEDS_ANCHOR = ("l2sp", "delta", "wise_ft")
@@ -54,8 +56,7 @@ STATIC_DEFAULTS: dict[str, Any] = {
 def config_defaults() -> dict[str, Any]:
   """Every ``config.adapt`` key with its default, no method selected: the group configs carry so
   that each setting is visible (and a sweep can override it)."""
-  from lowres_jax.train.hparams import DEFAULTS
-  traced = {key.split(".", 1)[1]: value for key, value in DEFAULTS.items()
+  traced = {key.split(".", 1)[1]: value for key, value in TRACED_DEFAULTS.items()
             if key.startswith("adapt.")}
   return {"methods": (), **traced, **STATIC_DEFAULTS}
 
@@ -69,7 +70,7 @@ class AdaptSpec:
   bss_k: int = 1
   delta_output: str = "pre_logits"
   wise_ft: tuple[float, ...] = ()
-  lr_groups: tuple[tuple[str, float], ...] = ()
+  lr_groups: tuple[str, ...] = ()  # Regexes; their multipliers are traced (hparams.GROUP_SCALES).
   lora: lora_lib.LoraSpec | None = None
 
   def __post_init__(self):
@@ -178,6 +179,18 @@ def layer_depths(spec: AdaptSpec, params: Any) -> Any:
                     else len(ranks) - ranks[keys[path]])
 
 
+def group_scales(spec: AdaptSpec, scales: jax.Array, params: Any) -> Any:
+  """Each parameter's ``lr_groups`` multiplier: the traced ``scales[i]`` of the first regex
+  that matches its path, 1 where none does."""
+  regexes = [re.compile(pattern) for pattern in spec.lr_groups]
+
+  def scale(path: str):
+    index = next((i for i, regex in enumerate(regexes) if regex.search(path)), None)
+    return jnp.float32(1.0) if index is None else scales[index]
+
+  return _map_paths(params, scale)
+
+
 def update_multipliers(spec: AdaptSpec, hparams: Mapping[str, jax.Array], params: Any,
                        step: jax.Array, total_steps: int) -> Any | None:
   """Per-parameter multipliers of the updates (None: all ones, nothing to do)."""
@@ -185,12 +198,8 @@ def update_multipliers(spec: AdaptSpec, hparams: Mapping[str, jax.Array], params
     return None
   multipliers = jax.tree.map(lambda _: jnp.float32(1.0), params)
   if spec.lr_groups:
-    groups = [(re.compile(pattern), float(scale)) for pattern, scale in spec.lr_groups]
-
-    def group_scale(path: str) -> float:
-      return next((scale for regex, scale in groups if regex.search(path)), 1.0)
-
-    multipliers = jax.tree.map(lambda m, s: m * s, multipliers, _map_paths(params, group_scale))
+    multipliers = jax.tree.map(lambda m, s: m * s, multipliers,
+                               group_scales(spec, hparams[GROUP_SCALES], params))
   if spec.uses("llrd"):
     multipliers = jax.tree.map(lambda m, depth: m * hparams["layer_decay"] ** depth, multipliers,
                                layer_depths(spec, params))

@@ -12,6 +12,7 @@ import re
 from typing import Any
 
 import ml_collections
+import numpy as np
 
 from lowres_jax.config import ConfigError, TrackedConfig, parse_duration
 from lowres_jax.data.augment import AUGMENTATIONS
@@ -36,6 +37,7 @@ class RunPlan:
   seed: int
   method: str
   traced: tuple[tuple[str, float], ...]  # (name, value) for each key of hparams.TRACED.
+  group_scales: tuple[float, ...]  # config.adapt.lr_groups' multipliers (traced; regexes static).
   # Data.
   dataset: str
   data_dir: str
@@ -81,10 +83,14 @@ class RunPlan:
   def static_part(self) -> "RunPlan":
     """The plan with per-run values blanked: runs with equal static parts can run stacked."""
     return dataclasses.replace(self, seed=0, method="",
-                               traced=tuple((name, 0.0) for name, _ in self.traced))
+                               traced=tuple((name, 0.0) for name, _ in self.traced),
+                               group_scales=(0.0,) * len(self.group_scales))
 
-  def hparams(self) -> dict[str, float]:
-    return dict(self.traced)
+  def hparams(self) -> dict[str, Any]:
+    values: dict[str, Any] = dict(self.traced)
+    if self.group_scales:
+      values[hparams_lib.GROUP_SCALES] = list(self.group_scales)
+    return values
 
   def __hash__(self):  # ConfigDicts are unhashable; the source is identified by its content.
     return hash(dataclasses.astuple(dataclasses.replace(self, source=None))
@@ -107,9 +113,11 @@ def read_plan(config: ml_collections.ConfigDict, reads: set[str] | None = None) 
     source = ml_collections.ConfigDict(c.source.to_dict())
   elif "source" in c:
     c.source.mark_all_read()  # Documented: only an init.kind='source' run uses it.
+  adapt, group_scales = _read_adapt(c, init)
   plan = RunPlan(
       seed=int(c.seed), method=str(c.method),
       traced=tuple((name, _traced(c, key)) for name, key in hparams_lib.TRACED.items()),
+      group_scales=group_scales,
       dataset=c.data.name, data_dir=c.data.data_dir,
       classes=tuple(int(k) for k in _tuple(c.data.classes)), shots=int(c.data.shots),
       val_per_class=int(c.data.val_per_class), train_split=c.data.train_split,
@@ -131,7 +139,7 @@ def read_plan(config: ml_collections.ConfigDict, reads: set[str] | None = None) 
       head_scale=float(_optional(c, "head_scale", 10.0)),
       head_l2=float(_optional(c, "head_l2", 1e-3)),
       head_refit=_optional(c, "head_refit", ""),
-      adapt=_read_adapt(c, init),
+      adapt=adapt,
       eval_batch_size=int(c.eval.batch_size), eval_every=int(c.eval.every),
       eval_probes=tuple(_tuple(_optional(c.eval, "probes", ()) or ())),
       log_every=int(c.log_every), checkpoint_every=int(c.checkpoint_every),
@@ -170,9 +178,11 @@ _ADAPT_KEYS = {"l2sp": "l2sp", "l2sp_head": "l2sp", "delta": "delta", "delta_out
                "lora_rank": "lora", "lora_alpha": "lora", "lora_targets": "lora"}
 
 
-def _read_adapt(c: TrackedConfig, init: InitSpec) -> AdaptSpec:
+def _read_adapt(c: TrackedConfig, init: InitSpec) -> tuple[AdaptSpec, tuple[float, ...]]:
+  """The static spec, and the lr_groups multipliers (traced, so a grid over them compiles
+  once)."""
   if "adapt" not in c:
-    return AdaptSpec(model_name=c.model.name)
+    return AdaptSpec(model_name=c.model.name), ()
   adapt = c.adapt
   defaults = config_defaults()
   methods = tuple(_tuple(adapt.methods)) if "methods" in adapt and adapt.methods else ()
@@ -197,13 +207,16 @@ def _read_adapt(c: TrackedConfig, init: InitSpec) -> AdaptSpec:
     lora = (LoraSpec(int(get("lora_rank")), float(get("lora_alpha")), str(get("lora_targets")))
             if "lora" in methods else None)
     groups = tuple((str(pattern), float(scale)) for pattern, scale in get("lr_groups"))
-    for pattern, _ in groups:
+    for pattern, scale in groups:
       re.compile(pattern)
+      if not (np.isfinite(scale) and scale >= 0):
+        raise ValueError(f"lr_groups multiplier {scale} for {pattern!r} must be finite and >= 0")
     spec = AdaptSpec(
         methods=methods, fresh="|".join(r for r in (init.reinit, init.dont_load) if r),
         model_name=c.model.name, bss_k=int(get("bss_k")),
         delta_output=str(get("delta_output")),
-        wise_ft=tuple(float(a) for a in _tuple(get("wise_ft"))), lr_groups=groups, lora=lora)
+        wise_ft=tuple(float(a) for a in _tuple(get("wise_ft"))),
+        lr_groups=tuple(pattern for pattern, _ in groups), lora=lora)
   except (ValueError, TypeError, re.error) as error:
     raise ConfigError(f"config.adapt: {error}") from None
   if spec.needs_anchor and init.source_seed == "run":
@@ -214,7 +227,7 @@ def _read_adapt(c: TrackedConfig, init: InitSpec) -> AdaptSpec:
     raise ConfigError(f"config.adapt.methods = {methods}: "
                       f"{sorted(set(methods) & {'l2sp', 'delta', 'wise_ft'})} compare with the "
                       "pretrained weights, and config.init.kind = 'scratch' has none")
-  return spec
+  return spec, tuple(scale for _, scale in groups)
 
 
 def _read_init(c: TrackedConfig) -> InitSpec:
