@@ -100,6 +100,23 @@ def test_ema_update_and_wise_ft_mixture_by_hand():
   np.testing.assert_allclose(mixed["head"]["w"], [[[2.0]]])   # A new head keeps its value.
 
 
+def test_wise_ft_mixes_batch_statistics_and_scales_lora_deltas():
+  spec = methods.AdaptSpec(methods=("wise_ft", "lora"), fresh="^head/", wise_ft=(0.25,))
+  params = {"dense": {"kernel": jnp.array([[4.0]]), "lora_a": jnp.array([[2.0]]),
+                      "lora_b": jnp.array([[3.0]])}}
+  stats = {"bn": {"mean": jnp.array([8.0]), "var": jnp.array([4.0])}}
+  stacked = jax.tree.map(lambda x: x[None], {"params": params, "batch_stats": stats})
+  anchor = {"params": {"dense": {"kernel": jnp.array([[0.0]])}},
+            "batch_stats": {"bn": {"mean": jnp.array([0.0]), "var": jnp.array([1.0])}}}
+  mixed = methods.wise_ft_mixture(spec, stacked, anchor, 0.25)
+  np.testing.assert_allclose(mixed["params"]["dense"]["kernel"], [[[1.0]]])  # 0.25 * 4.
+  np.testing.assert_allclose(mixed["params"]["dense"]["lora_a"], [[[2.0]]])
+  np.testing.assert_allclose(mixed["params"]["dense"]["lora_b"], [[[0.75]]])  # 0.25 * 3.
+  # Merged: 0.25 * (4 + 2 * 3) + 0.75 * 0 = 1 + 2 * 0.75, the mixture of the merged kernels.
+  np.testing.assert_allclose(mixed["batch_stats"]["bn"]["mean"], [[2.0]])  # 0.25 * 8.
+  np.testing.assert_allclose(mixed["batch_stats"]["bn"]["var"], [[1.75]])  # 1 + 0.75.
+
+
 def _bert():
   return build_model("bert", 3, hidden=16, depth=2, num_heads=2, mlp_dim=32, vocab_size=50,
                      max_positions=16)

@@ -258,17 +258,31 @@ def eval_variants(spec: AdaptSpec, variables: dict, extra: dict,
   if spec.uses("ema"):
     variants["ema"] = {**variables, "params": extra["ema"]}
   if spec.uses("wise_ft"):
-    mask = anchored(spec, variables["params"])
     for alpha in spec.wise_ft:
-      # WiSE-FT (Wortsman et al. 2022): alpha * fine-tuned + (1 - alpha) * pretrained for every
-      # loaded weight; a new head has no pretrained value and keeps its fine-tuned one.
-      params = jax.tree.map(lambda p, a, m, alpha=alpha: alpha * p + (1 - alpha) * a if m else p,
-                            variables["params"], _broadcast_like(anchor["params"],
-                                                                 variables["params"]), mask)
-      variants[f"wise_ft_{alpha:g}"] = {**variables, "params": params}
+      variants[f"wise_ft_{alpha:g}"] = wise_ft_mixture(spec, variables, anchor, alpha)
   return variants
 
 
-def _broadcast_like(anchor: Any, stacked: Any) -> Any:
-  """The one anchor, repeated over the runs axis of ``stacked``."""
-  return jax.tree.map(lambda a, s: jnp.broadcast_to(a, s.shape), anchor, stacked)
+def wise_ft_mixture(spec: AdaptSpec, variables: dict, anchor: dict, alpha: float) -> dict:
+  """WiSE-FT (Wortsman et al. 2022): ``alpha * fine-tuned + (1 - alpha) * pretrained``.
+
+  - Loaded weights mix directly; a new head has no pretrained value and keeps its fine-tuned
+    one.
+  - LoRA adapters stand for the delta ``B A`` added to a pretrained kernel, whose pretrained
+    value is zero: the mixture scales ``lora_b`` by ``alpha``, which is the mixture of the merged
+    kernels.
+  - Model state present in the anchor (BatchNorm's running statistics) mixes the same way. The
+    mixed network's true batch statistics are not the mixture of the two; recomputing them on
+    the training examples (BN recalibration) is not done here.
+  """
+  # The one anchor against the runs axis of ``variables``.
+  mix = lambda tuned, pretrained: alpha * tuned + (1 - alpha) * jnp.broadcast_to(pretrained,
+                                                                                 tuned.shape)
+  pretrained, is_anchored = _paths(anchor["params"]), _paths(anchored(spec, variables["params"]))
+  params = traverse_util.unflatten_dict({
+      path: (mix(value, pretrained[path]) if is_anchored[path]
+             else value * alpha if path[-1] == "lora_b" else value)
+      for path, value in _paths(variables["params"]).items()})
+  state = {name: jax.tree.map(mix, variables[name], anchor[name])
+           for name in variables if name != "params" and name in anchor}
+  return {**variables, **state, "params": params}
