@@ -155,7 +155,7 @@ class TrainerSteps(Workload):
                                   plan.forward_mode, plan.loss, plan.adapt)
     self.state = parallel.put_replicated(stack([state]), mesh)
     self.hparams = parallel.put_replicated(stack([hparams_lib.as_arrays(plan.hparams())]), mesh)
-    self.train = parallel.put_replicated(stack([train]), mesh)
+    self.train = parallel.put_replicated({"train": stack([train])}, mesh)
     self.writer = MetricsWriter(workdir)
     # Disabled: a run's progress line is one print per chunk, and here it would flood the log.
     self.progress = Progress(1, 0, "bench", enabled=False)

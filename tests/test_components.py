@@ -129,10 +129,10 @@ def test_scanned_chunk_equals_repeated_single_steps():
                                               sharding))
   single = jax.jit(step_lib.make_train_chunk(step_lib.StepSpec(chunk_steps=1, **spec_kwargs),
                                              sharding))
-  scan_state, scan_metrics = scanned(state, hparams, examples)
+  scan_state, scan_metrics = scanned(state, hparams, {"train": examples})
   losses = []
   for _ in range(5):
-    state, metrics = single(state, hparams, examples)
+    state, metrics = single(state, hparams, {"train": examples})
     losses.append(metrics["loss"][0])
   np.testing.assert_allclose(scan_metrics["loss"], losses, rtol=1e-5)
   for a, b in zip(jax.tree.leaves(scan_state.params), jax.tree.leaves(state.params)):

@@ -204,7 +204,7 @@ def _train(adapt, freeze, steps, model=None, hparam_values=None, keep_losses=Non
   chunk = jax.jit(step_lib.make_train_chunk(spec, parallel.batch_sharding(parallel.make_mesh())))
   frozen = {"anchor": {"params": params, **model_state}} if adapt.needs_anchor else {}
   for _ in range(steps):
-    state, metrics = chunk(state, hparams, examples, frozen)
+    state, metrics = chunk(state, hparams, {"train": examples}, frozen)
     if keep_losses is not None:
       keep_losses.append(float(metrics["loss"][0]))
   return params, state

@@ -40,7 +40,7 @@ def train_steps(model, examples: dict, steps: int, augment_names=()):
   chunk = jax.jit(step_lib.make_train_chunk(spec, parallel.batch_sharding(parallel.make_mesh())))
   losses = []
   for _ in range(steps):
-    state, metrics = chunk(state, hparams, examples)
+    state, metrics = chunk(state, hparams, {"train": examples})
     losses.append(float(metrics["loss"][0]))
   return state, losses
 

@@ -44,10 +44,18 @@ class SplitManifest:
   seed: int
   train_ids: tuple[int, ...]
   val_ids: tuple[int, ...]
+  # Unlabelled examples of the training split (distillation's pool): their inputs are used,
+  # never their labels. Empty unless the run asks for a pool.
+  pool_ids: tuple[int, ...] = ()
 
   def to_json(self) -> dict:
     record = dataclasses.asdict(self)
     record["train_ids"], record["val_ids"] = list(self.train_ids), list(self.val_ids)
+    if self.pool_ids:
+      record["pool_ids"], record["pool_sha256"] = list(self.pool_ids), ids_sha256(self.pool_ids)
+      record["num_pool"] = len(self.pool_ids)
+    else:
+      del record["pool_ids"]
     record["classes"] = list(self.classes)
     record["train_sha256"] = ids_sha256(self.train_ids)
     record["val_sha256"] = ids_sha256(self.val_ids)
@@ -91,6 +99,21 @@ def draw_manifest(pool: Examples, dataset: str, classes: Sequence[int], shots: i
   return SplitManifest(dataset=dataset, classes=tuple(int(c) for c in classes), shots=shots,
                        val_per_class=val_per_class, seed=seed, train_ids=tuple(train_ids),
                        val_ids=tuple(val_ids))
+
+
+# Seeds the pool's draw apart from the classes' draws (which use (seed, class)).
+_POOL_STREAM = 2**31 - 1
+
+
+def with_pool(manifest: SplitManifest, pool: Examples, size: int) -> SplitManifest:
+  """``manifest`` with ``size`` unlabelled pool examples drawn from the training split's
+  examples of the task's classes, validation examples excluded (their inputs stay unseen by
+  training); the k-shot examples may be among them. Fewer if the split has fewer."""
+  candidates = pool.ids[np.isin(pool.labels, manifest.classes)
+                        & ~np.isin(pool.ids, np.asarray(manifest.val_ids, np.int64))]
+  rng = np.random.default_rng([manifest.seed, _POOL_STREAM])
+  chosen = np.sort(rng.choice(np.sort(candidates), min(size, len(candidates)), replace=False))
+  return dataclasses.replace(manifest, pool_ids=tuple(int(i) for i in chosen))
 
 
 def select(pool: Examples, ids: Sequence[int], classes: Sequence[int]) -> Examples:

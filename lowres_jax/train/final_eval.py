@@ -8,9 +8,14 @@ fitted on its final embeddings.
 
 from __future__ import annotations
 
+import dataclasses
+from typing import Sequence
+
+import jax
 import numpy as np
 
 from lowres_jax import parallel
+from lowres_jax.compress import distill
 from lowres_jax.data import sources
 from lowres_jax.train import features as features_lib
 from lowres_jax.train import methods
@@ -21,11 +26,20 @@ from lowres_jax.train.state import TrainState, stack, unstack
 
 
 def final_metrics(plan: RunPlan, evaluator: Evaluator, state: TrainState, task,
-                   anchor: dict | None) -> list[dict]:
+                  anchor: dict | None, teachers: Sequence = ()) -> list[dict]:
   """Validation and test metrics of every run. With evaluation variants (EMA weights, WiSE-FT
   mixtures), each is evaluated too, under its name ('ema/test/accuracy'; the final weights as
-  'final/...'), and the run reports the one with the best validation accuracy (``variant``)."""
-  final = evaluate(plan, evaluator, state.variables(), task)
+  'final/...'), and the run reports the one with the best validation accuracy (``variant``).
+  With distillation teachers, the final weights' agreement with them on test
+  ('test/teacher_agreement', 'test/teacher_kl') and the teachers' own test accuracy."""
+  final, test_logits = evaluate_with_logits(plan, evaluator, state.variables(), task)
+  if teachers:
+    teacher_logits = _teacher_test_logits(evaluator, teachers, task)
+    teacher_accuracy = split_metrics(teacher_logits, task.test.labels, task.num_classes,
+                                     "test")["test/accuracy"]
+    for i, metrics in enumerate(final):
+      metrics["teacher/test/accuracy"] = teacher_accuracy
+      metrics.update(distill.agreement_metrics(test_logits[i], teacher_logits, "test"))
   for i, probed in enumerate(probe_metrics(plan, evaluator, state.variables(), task)):
     final[i].update(probed)
   variants = methods.eval_variants(plan.adapt, state.variables(), state.extra, anchor)
@@ -68,11 +82,29 @@ def probe_metrics(plan: RunPlan, evaluator: Evaluator, stacked_variables: dict,
   return results
 
 
+def _teacher_test_logits(evaluator: Evaluator, teachers: Sequence, task) -> np.ndarray:
+  """The teachers' test logits; several teachers as the log of their mean probabilities."""
+  probabilities = []
+  for teacher in teachers:
+    teacher_evaluator = dataclasses.replace(evaluator, model=teacher.model)
+    stacked = jax.tree.map(lambda leaf: np.asarray(leaf)[None], teacher.variables)
+    logits = teacher_evaluator.logits(parallel.put_replicated(stacked, evaluator.mesh),
+                                      task.test.inputs(), shared=True)[0]
+    probabilities.append(np.asarray(jax.nn.softmax(logits.astype(np.float32), axis=-1)))
+  return np.log(np.clip(np.mean(probabilities, axis=0), 1e-12, 1.0))
+
+
 def evaluate(plan: RunPlan, evaluator: Evaluator, stacked_variables: dict,
-              task) -> list[dict]:
-  """Validation and test metrics of stacked variables. When all runs share one backbone
-  (nothing trained but the heads), their logits come from cached features
-  (train/features.py)."""
+             task) -> list[dict]:
+  """Validation and test metrics of stacked variables (``evaluate_with_logits``'s first)."""
+  return evaluate_with_logits(plan, evaluator, stacked_variables, task)[0]
+
+
+def evaluate_with_logits(plan: RunPlan, evaluator: Evaluator, stacked_variables: dict,
+                         task) -> tuple[list[dict], np.ndarray]:
+  """Validation and test metrics of stacked variables, and their test logits (runs, N,
+  classes). When all runs share one backbone (nothing trained but the heads), their logits
+  come from cached features (train/features.py)."""
   variables = parallel.fetch(stacked_variables)
   fingerprint = features_lib.shared_fingerprint(variables)
   backbone = unstack(variables, 0)
@@ -97,7 +129,7 @@ def evaluate(plan: RunPlan, evaluator: Evaluator, stacked_variables: dict,
   for i in range(len(task.vals)):
     results[i].update(split_metrics(test_logits[i], task.test.labels, task.num_classes,
                                     "test"))
-  return results
+  return results, test_logits
 
 
 def cached_features(plan: RunPlan, evaluator: Evaluator, variables: dict, fingerprint: str,

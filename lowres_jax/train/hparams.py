@@ -24,12 +24,20 @@ TRACED: dict[str, str] = {
     "ema_decay": "adapt.ema_decay",    # EMA of the weights.
     "layer_decay": "adapt.layer_decay",  # LLRD: multiplier per layer below the top.
     "lpft_probe": "adapt.lpft_probe",  # LP-FT: fraction of the steps spent probing.
+    # Distillation (compress/distill.py).
+    "distill_kl": "distill.kl",                    # Weight of T^2 KL(teacher || student).
+    "distill_temperature": "distill.temperature",  # T.
+    "distill_hard": "distill.hard",                # Weight of the teacher's pseudo-labels.
+    "distill_labelled": "distill.labelled",        # Weight of the labelled cross-entropy.
+    "distill_mixup": "distill.mixup",              # Mixup alpha of the unlabelled pool inputs.
 }
 # Values of the keys above that a config may leave out.
 DEFAULTS: dict[str, float] = {
     "adapt.l2sp": 0.01, "adapt.l2sp_head": 0.0, "adapt.delta": 0.01, "adapt.bss": 0.001,
     "adapt.sam_rho": 0.05, "adapt.ema_decay": 0.99, "adapt.layer_decay": 0.75,
     "adapt.lpft_probe": 0.5,
+    "distill.kl": 1.0, "distill.temperature": 1.0, "distill.hard": 0.0, "distill.labelled": 1.0,
+    "distill.mixup": 0.0,
 }
 
 

@@ -21,6 +21,7 @@ import ml_collections
 import numpy as np
 
 from lowres_jax import checkpoint, parallel, storage
+from lowres_jax.compress import distill as distill_lib, teachers as teachers_lib
 from lowres_jax.config import config_hash, duration_to_steps
 from lowres_jax.data import augment, fewshot, sources, text_sources
 from lowres_jax.models import build_model, lora as lora_lib
@@ -100,6 +101,7 @@ class _Task:
   manifests: list
   trains: list[sources.Examples]
   vals: list[sources.Examples]
+  pools: list[sources.Examples]  # Distillation's unlabelled inputs per run; [] without a pool.
   test: sources.Examples
   num_classes: int
   total_steps: int
@@ -116,12 +118,16 @@ def _prepare_task(configs, plans: list[RunPlan], workdirs: list[str]) -> _Task:
   test = fewshot.restrict_to_classes(_load_split(plan, plan.test_split), plan.classes)
   manifests = [fewshot.draw_manifest(pool, plan.dataset, plan.classes, plan.shots,
                                      plan.val_per_class, p.seed) for p in plans]
+  if plan.pool_size:
+    manifests = [fewshot.with_pool(m, pool, plan.pool_size) for m in manifests]
   for config, manifest, workdir in zip(configs, manifests, workdirs):
     workdir_lib.write_run_files(config, manifest, workdir)
   trains = [fewshot.select(pool, m.train_ids, plan.classes) for m in manifests]
   total_steps = duration_to_steps(plan.duration, len(trains[0]), plan.batch_size)
   return _Task(
       manifests=manifests, trains=trains,
+      pools=[fewshot.select(pool, m.pool_ids, plan.classes) for m in manifests
+             ] if plan.pool_size else [],
       vals=[fewshot.select(pool, m.val_ids, plan.classes) for m in manifests], test=test,
       num_classes=len(plan.classes), total_steps=total_steps,
       model=_build_model(plan),
@@ -188,12 +194,16 @@ def _train_unfinished(configs, plans: list[RunPlan], workdirs: list[str], cache:
   progress = Progress(task.total_steps, start_step, os.path.basename(label.rstrip("/")) or label,
                       enabled=show_progress and parallel.is_main_process())
 
-  frozen = parallel.put_replicated({"anchor": anchor} if anchor is not None else {}, mesh)
+  teachers = [teachers_lib.load_teacher(w, plan, _build_model) for w in plan.teachers]
+  frozen = {"anchor": anchor} if anchor is not None else {}
+  if teachers:
+    frozen["teachers"] = tuple(t.variables for t in teachers)
+  frozen = parallel.put_replicated(frozen, mesh)
   state, train_seconds, diverged = _run_steps(
       plans, task, parallel.put_replicated(stack(states), mesh), start_step, mesh, cache,
-      evaluator, writers, managers, progress, workdirs, stop_on_nonfinite, frozen)
+      evaluator, writers, managers, progress, workdirs, stop_on_nonfinite, frozen, teachers)
 
-  final = final_eval.final_metrics(plan, evaluator, state, task, anchor)
+  final = final_eval.final_metrics(plan, evaluator, state, task, anchor, teachers)
   for i in diverged:
     final[i] = {}  # A diverged model's predictions are meaningless; report none.
   for i, writer in enumerate(writers):
@@ -229,7 +239,7 @@ def _train_unfinished(configs, plans: list[RunPlan], workdirs: list[str], cache:
 
 def _run_steps(plans: list[RunPlan], task: _Task, state, step: int, mesh, cache: CompileCache,
                evaluator: Evaluator, writers, managers, progress: Progress,
-               workdirs: list[str], stop_on_nonfinite: bool, frozen: dict):
+               workdirs: list[str], stop_on_nonfinite: bool, frozen: dict, teachers: list):
   """Trains the stacked state to the end, logging, evaluating and checkpointing on the way.
 
   Returns the final state, the seconds spent in train steps, and {run index: first step with
@@ -238,7 +248,12 @@ def _run_steps(plans: list[RunPlan], task: _Task, state, step: int, mesh, cache:
   plan = plans[0]
   hparams = parallel.put_replicated(
       stack([hparams_lib.as_arrays(p.hparams()) for p in plans]), mesh)
-  examples = parallel.put_replicated(stack([t.inputs() for t in task.trains]), mesh)
+  examples = {"train": stack([t.inputs() for t in task.trains])}
+  if task.pools:  # Inputs only: the pool's labels are never read.
+    examples["pool"] = stack([{k: v for k, v in p.inputs().items() if k != "label"}
+                              for p in task.pools])
+  examples = parallel.put_replicated(examples, mesh)
+  distill_spec = distill_lib.DistillSpec(tuple(t.model for t in teachers), plan.pool_batch)
   train_seconds = 0.0
   diverged = {i: step for i, step in enumerate(map(workdir_lib.read_diverged, workdirs))
               if step is not None}
@@ -247,7 +262,7 @@ def _run_steps(plans: list[RunPlan], task: _Task, state, step: int, mesh, cache:
     per_call = min(step_lib.steps_per_call(plan.log_every), chunk)
     spec = step_lib.StepSpec(task.model, task.optim_spec, plan.batch_size, per_call,
                              augment.AugmentSettings(plan.augment, plan.crop_pad),
-                             plan.forward_mode, plan.loss, plan.adapt)
+                             plan.forward_mode, plan.loss, plan.adapt, distill_spec)
     compiled = _compiled_chunk(spec, mesh, cache, state, hparams, examples, frozen)
     chunk_start = time.perf_counter()
     outputs = []

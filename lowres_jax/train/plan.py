@@ -14,6 +14,7 @@ from typing import Any
 import ml_collections
 import numpy as np
 
+from lowres_jax.compress import distill as distill_lib
 from lowres_jax.config import ConfigError, TrackedConfig, parse_duration
 from lowres_jax.data.augment import AUGMENTATIONS
 from lowres_jax.data.fewshot import ALL_SHOTS
@@ -72,6 +73,10 @@ class RunPlan:
   head_l2: float     # Penalty of the fitted heads (head_init / head_refit 'ridge', 'logistic').
   head_refit: str    # '' or a head initialiser fitted again on the trained encoder at the end.
   adapt: AdaptSpec   # Adaptation methods and their static settings (train/methods.py).
+  # Distillation (compress/distill.py): teacher workdirs, unlabelled pool size and batch.
+  teachers: tuple[str, ...]
+  pool_size: int
+  pool_batch: int
   # Evaluation, logging, checkpoints.
   eval_batch_size: int
   eval_every: int
@@ -140,6 +145,7 @@ def read_plan(config: ml_collections.ConfigDict, reads: set[str] | None = None) 
       head_l2=float(_optional(c, "head_l2", 1e-3)),
       head_refit=_optional(c, "head_refit", ""),
       adapt=adapt,
+      **_read_distill(c),
       eval_batch_size=int(c.eval.batch_size), eval_every=int(c.eval.every),
       eval_probes=tuple(_tuple(_optional(c.eval, "probes", ()) or ())),
       log_every=int(c.log_every), checkpoint_every=int(c.checkpoint_every),
@@ -230,6 +236,41 @@ def _read_adapt(c: TrackedConfig, init: InitSpec) -> tuple[AdaptSpec, tuple[floa
   return spec, tuple(scale for _, scale in groups)
 
 
+def _read_distill(c: TrackedConfig) -> dict[str, Any]:
+  """config.distill's static fields; its traced ones are read with the others."""
+  defaults = distill_lib.STATIC_DEFAULTS
+  if "distill" not in c:
+    return {"teachers": (), "pool_size": 0, "pool_batch": 0}
+  distill = c.distill
+  traced = {key.split(".", 1)[1]: value for key, value in hparams_lib.DEFAULTS.items()
+            if key.startswith("distill.")}
+  unknown = sorted(set(distill.to_dict()) - set(defaults) - set(traced))
+  if unknown:
+    raise ConfigError(f"config.distill has unknown key(s) {unknown}; known: "
+                      f"{sorted(set(defaults) | set(traced))}")
+  distill.mark_all_read()  # Static keys read below; traced ones by _traced.
+  get = lambda key: _freeze(getattr(distill, key)) if key in distill else defaults[key]
+  teachers = tuple(str(t) for t in _tuple(get("teachers")) if t)
+  fields = {"teachers": teachers, "pool_size": int(get("pool_size")),
+            "pool_batch": int(get("pool_batch")) or int(c.train.batch_size)}
+  changed = sorted(key for key in distill.to_dict()
+                   if key != "teachers" and _freeze(getattr(distill, key)) != _freeze(
+                       defaults.get(key, traced.get(key))))
+  if not teachers and changed:
+    raise ConfigError(f"config.distill sets {changed} but names no teacher; set "
+                      "config.distill.teachers to finished runs' workdirs, or leave them at their "
+                      "defaults")
+  if fields["pool_size"] < 0:
+    raise ConfigError(f"config.distill.pool_size = {fields['pool_size']} must be >= 0 (0: "
+                      "distil on the labelled batch only)")
+  if "mixup" in distill and float(distill.mixup) > 0 and not fields["pool_size"]:
+    raise ConfigError("config.distill.mixup mixes the unlabelled pool's inputs, and "
+                      "config.distill.pool_size is 0; set a pool size or mixup = 0")
+  if not fields["pool_size"]:
+    fields["pool_batch"] = 0
+  return fields
+
+
 def _read_init(c: TrackedConfig) -> InitSpec:
   if not isinstance(c.init, TrackedConfig):
     raise ConfigError(
@@ -306,6 +347,7 @@ def _validate(plan: RunPlan) -> None:
                       "dataset takes none (set it to ())")
   _check_named(plan.model_name, MODELS, "config.model.name")
   _check_model(plan)
+  _check_distill(plan)
   for name in plan.augment:
     _check_named(name, AUGMENTATIONS, "config.train.augment")
   if plan.init.kind == "source":
@@ -315,6 +357,15 @@ def _validate(plan: RunPlan) -> None:
           f"source classes {sorted(source_classes)} overlap the task's classes "
           f"{list(plan.classes)} on {plan.dataset}: the source model would have trained on "
           "the task's validation and test classes. Use disjoint classes.")
+
+
+def _check_distill(plan: RunPlan) -> None:
+  if plan.teachers and plan.pool_batch and plan.tokenizer and plan.hparams()["distill_mixup"]:
+    raise ConfigError("config.distill.mixup mixes images; a text task's token ids cannot be "
+                      "mixed: set it to 0")
+  temperature = plan.hparams()["distill_temperature"]
+  if plan.teachers and not temperature > 0:
+    raise ConfigError(f"config.distill.temperature = {temperature} must be > 0")
 
 
 def _check_model(plan: RunPlan) -> None:

@@ -13,9 +13,11 @@ from typing import Callable, Sequence
 
 import flax.linen as nn
 import jax
+import jax.numpy as jnp
 import optax
 from jax.sharding import NamedSharding
 
+from lowres_jax.compress import distill
 from lowres_jax.data import augment
 from lowres_jax.train import losses, methods, optim
 from lowres_jax.train.state import TrainState, split_variables
@@ -37,6 +39,7 @@ class StepSpec:
   forward_mode: str = "train"
   loss: str = "cross_entropy"  # A name in losses.LOSSES.
   adapt: methods.AdaptSpec = methods.AdaptSpec()
+  distill: distill.DistillSpec = distill.DistillSpec()
 
 
 def steps_per_call(log_every: int) -> int:
@@ -62,19 +65,32 @@ def apply_model(model: nn.Module, params, model_state: dict, batch: dict, train:
 def make_train_chunk(spec: StepSpec, batch_sharding: NamedSharding) -> Callable:
   """``chunk(state, hparams, examples, frozen) -> (state, {"loss", "lr"} per step)`` for one run.
 
-  The k-shot set (``examples``, a dict of arrays) stays on device; each step samples its batch
+  ``examples["train"]``, the k-shot set (a dict of arrays), stays on device (beside it
+  ``examples["pool"]``, distillation's unlabelled inputs, when there is one); each step samples its batch
   and augments it in the program, from a key derived from the state's rng and step alone, which
   is what makes a resumed run identical to an uninterrupted one. ``frozen`` holds pytrees every
-  run of a group reads but none trains (the pretrained ``anchor``); it is not vmapped.
+  run of a group reads but none trains (the pretrained ``anchor``, the distillation
+  ``teachers``); it is not vmapped.
   """
   train_forward = spec.forward_mode == "train"
   adapt = spec.adapt
   loss_term = losses.LOSSES[spec.loss]
 
-  def loss_fn(params, model_state, batch, hparams, dropout_key, frozen):
-    (logits, outputs), new_model_state = apply_model(spec.model, params, model_state, batch,
-                                                     train_forward, dropout_key)
+  def loss_fn(params, model_state, batch, pool_batch, hparams, dropout_key, frozen):
+    inputs = batch
+    if pool_batch is not None:  # One forward pass over both (BatchNorm sees them together).
+      inputs = {k: jnp.concatenate([batch[k].astype(v.dtype), v]) for k, v in pool_batch.items()}
+    (all_logits, all_outputs), new_model_state = apply_model(
+        spec.model, params, model_state, inputs, train_forward, dropout_key)
+    labelled = batch["label"].shape[0]
+    logits, outputs = all_logits[:labelled], jax.tree.map(lambda x: x[:labelled], all_outputs)
     loss = loss_term(losses.LossContext(batch, logits, outputs, params, hparams))
+    if spec.distill.active:
+      # The frozen teachers on exactly the student's inputs, in inference mode.
+      teacher_logits = [jax.lax.stop_gradient(teacher.apply(variables, inputs, train=False)[0])
+                        for teacher, variables in zip(spec.distill.teachers, frozen["teachers"])]
+      loss = (hparams["distill_labelled"] * loss
+              + distill.distillation_loss(all_logits, teacher_logits, hparams))
 
     def anchor_outputs():
       # The frozen pretrained model on the same batch in the same forward mode: BatchNorm on
@@ -89,16 +105,28 @@ def make_train_chunk(spec: StepSpec, batch_sharding: NamedSharding) -> Callable:
                                                             frozen, hparams))
     return loss + penalty, new_model_state
 
+  def sample(key, examples, batch_size):
+    index = sample_batch_indices(key, jax.tree.leaves(examples)[0].shape[0], batch_size)
+    return jax.tree.map(lambda x: jax.lax.with_sharding_constraint(x[index], batch_sharding),
+                        examples)
+
   def one_step(state: TrainState, hparams, examples, frozen):
     key = jax.random.fold_in(state.rng, state.step)
     index_key, augment_key, dropout_key = jax.random.split(key, 3)
-    num_examples = jax.tree.leaves(examples)[0].shape[0]
-    batch_index = sample_batch_indices(index_key, num_examples, spec.batch_size)
-    batch = jax.tree.map(lambda x: jax.lax.with_sharding_constraint(x[batch_index],
-                                                                   batch_sharding), examples)
-    batch = augment.augment(augment_key, batch, hparams, spec.augment)
+    batch = augment.augment(augment_key, sample(index_key, examples["train"], spec.batch_size),
+                            hparams, spec.augment)
+    pool_batch = None
+    if spec.distill.pool_batch:
+      # Its own stream (folded from the step's key) leaves the labelled draws as they were.
+      pool_index_key, pool_augment_key, mixup_key = jax.random.split(
+          jax.random.fold_in(key, 1), 3)
+      pool_batch = augment.augment(
+          pool_augment_key, sample(pool_index_key, examples["pool"], spec.distill.pool_batch),
+          hparams, spec.augment)
+      if "image" in pool_batch:
+        pool_batch = distill.mixup_inputs(mixup_key, pool_batch, hparams["distill_mixup"])
     grad_fn = jax.value_and_grad(
-        lambda p: loss_fn(p, state.model_state, batch, hparams, dropout_key, frozen),
+        lambda p: loss_fn(p, state.model_state, batch, pool_batch, hparams, dropout_key, frozen),
         has_aux=True)
     if adapt.uses("sam"):
       (loss, model_state), grads = methods.sam_gradients(

@@ -134,8 +134,10 @@ def _added_defaults() -> dict:
   code did before they existed (``config.adapt`` with no method, no ``eval.probes``): a run
   saved without them is the same run, so its workdir stays resumable and its summary
   reusable."""
+  from lowres_jax.compress import distill
   from lowres_jax.train.methods import config_defaults
-  added = {"adapt": config_defaults(), "eval": {"probes": ()}}
+  added = {"adapt": config_defaults(), "eval": {"probes": ()},
+           "distill": distill.config_defaults()}
   return _flatten(json.loads(json.dumps(added, default=_json_default)))
 
 
@@ -159,8 +161,8 @@ def write_run_files(config, manifest, workdir: str) -> None:
   if os.path.exists(split_path) and has_progress(workdir):
     saved = storage.read_json(split_path, "the examples the run trained on")
     drawn = manifest.to_json()
-    if any(saved.get(key) != drawn[key] for key in ("train_ids", "val_ids", "train_sha256",
-                                                     "val_sha256")):
+    if any(saved.get(key) != drawn.get(key) for key in ("train_ids", "val_ids", "train_sha256",
+                                                         "val_sha256", "pool_sha256")):
       raise ConfigError(
           f"{workdir} was trained on other examples than the same config draws now (its "
           "split.json differs: edited by hand, or the dataset was rebuilt or changed). Use a "

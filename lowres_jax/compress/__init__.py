@@ -1,0 +1,1 @@
+"""Making a fine-tuned model smaller and faster: distillation, pruning, int8 quantization."""
