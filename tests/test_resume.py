@@ -42,8 +42,10 @@ def without_timing(summary: dict) -> dict:
 
 @pytest.mark.parametrize("config_arg, extra", [
     ("", []), (",batch_norm=1", []),
-    (",init=source", ["--config.adapt.methods=('l2sp','ema','sam','llrd')"])],
-    ids=["plain", "batch_norm", "methods"])
+    (",init=source", ["--config.adapt.methods=('l2sp','ema','sam','llrd')"]),
+    ("", ["--config.prune.method=magnitude", "--config.prune.schedule=gradual",
+          "--config.prune.every=15"])],
+    ids=["plain", "batch_norm", "methods", "prune"])
 def test_sigkilled_run_resumes_to_the_uninterrupted_result(tmp_path, data_dir, config_arg, extra):
   """With BatchNorm, the running statistics must be checkpointed and restored too; with
   methods, the EMA weights (in the state) and the pretrained anchor (reloaded on resume)."""
@@ -62,6 +64,8 @@ def test_sigkilled_run_resumes_to_the_uninterrupted_result(tmp_path, data_dir, c
   expected = json.loads((tmp_path / "reference" / "summary.json").read_text())
   assert final["timing/resumed_from_step"] > 0
   assert without_timing(final) == without_timing(expected)
+  if "prune/sparsity" in final:  # The pruned weights stayed zero through training and resume.
+    assert abs(final["prune/sparsity"] - 0.5) < 1e-3
   with open(workdir / "metrics.jsonl") as f, open(tmp_path / "reference" / "metrics.jsonl") as g:
     assert [json.loads(l) for l in f] == [json.loads(l) for l in g]
 

@@ -21,8 +21,9 @@ import ml_collections
 import numpy as np
 
 from lowres_jax import checkpoint, parallel, storage
-from lowres_jax.compress import distill as distill_lib, teachers as teachers_lib
-from lowres_jax.config import config_hash, duration_to_steps
+from lowres_jax.compress import distill as distill_lib, prune as prune_lib
+from lowres_jax.compress import teachers as teachers_lib
+from lowres_jax.config import ConfigError, config_hash, duration_to_steps
 from lowres_jax.data import augment, fewshot, sources, text_sources
 from lowres_jax.models import build_model, lora as lora_lib
 from lowres_jax.train import features as features_lib
@@ -222,10 +223,16 @@ def _train_unfinished(configs, plans: list[RunPlan], workdirs: list[str], cache:
   }
   param_counts = {"model/params": int(sum(np.size(p) for p in jax.tree.leaves(fresh[0].params))),
                   "model/trainable_params": optim.count_trainable(fresh[0].params, plan.freeze)}
+  final_params = parallel.fetch(state.params)
   summaries = []
   for i, (p, manifest, workdir) in enumerate(zip(plans, task.manifests, workdirs)):
     summary = _summary(p, manifest, task.total_steps, len(task.test), final[i], timing)
     summary.update(param_counts)
+    run_params = unstack(final_params, i)
+    summary["model/nonzero_params"] = int(sum(np.count_nonzero(leaf)
+                                              for leaf in jax.tree.leaves(run_params)))
+    if p.prune.active:
+      summary.update(prune_lib.sparsity_report(p.prune, run_params))
     summary.update(_input_stats(p))
     summary["diverged_at_step"] = diverged.get(i)
     summaries.append(summary)
@@ -266,7 +273,8 @@ def _run_steps(plans: list[RunPlan], task: _Task, state, step: int, mesh, cache:
     compiled = _compiled_chunk(spec, mesh, cache, state, hparams, examples, frozen)
     chunk_start = time.perf_counter()
     outputs = []
-    for _ in range(chunk // per_call):
+    for call in range(chunk // per_call):
+      state = _update_masks(plan, task, state, step + call * per_call, per_call, mesh, cache)
       state, call_metrics = compiled(state, hparams, examples, frozen)
       outputs.append(call_metrics)
     metrics = jax.tree.map(lambda *m: np.concatenate(m, axis=1), *parallel.fetch(outputs))
@@ -290,6 +298,31 @@ def _run_steps(plans: list[RunPlan], task: _Task, state, step: int, mesh, cache:
         "command to resume")
   progress.close()
   return state, train_seconds, diverged
+
+
+def _update_masks(plan: RunPlan, task: _Task, state: TrainState, step: int, per_call: int,
+                  mesh, cache: CompileCache) -> TrainState:
+  """Pruning's mask update when the schedule has one in this call's steps (between steps, so
+  the train step only multiplies by the masks): new magnitude masks, applied at once."""
+  if not plan.prune.active:
+    return state
+  due = [s for s in prune_lib.mask_update_steps(plan.prune, task.total_steps)
+         if step <= s < step + per_call]
+  if not due:
+    return state
+  sparsity = np.float32(prune_lib.target_sparsity(plan.prune, due[0], task.total_steps))
+
+  def update(state, sparsity):
+    masks = prune_lib.update_masks(plan.prune, state.params, sparsity)
+    return state.replace(params=prune_lib.apply_masks(state.params, masks),
+                         extra={**state.extra, "masks": masks})
+
+  replicated = parallel.replicated(mesh)
+  jitted = jax.jit(step_lib.vmap_over_runs(update, shared_argnums=(1,)),
+                   in_shardings=replicated, out_shardings=replicated, donate_argnums=0)
+  compiled = cache.get("prune_masks", (plan.prune, parallel.mesh_key(mesh)), jitted, state,
+                       sparsity)
+  return compiled(state, sparsity)
 
 
 def _refit_heads(plans: list[RunPlan], task: _Task, evaluator: Evaluator, state: TrainState,
@@ -331,10 +364,17 @@ def _initial_state(model, optim_spec: optim.OptimSpec, plan: RunPlan, sample: di
   params, model_state = split_variables(variables)
   if plan.adapt.lora:
     lora_lib.check_targets(params, plan.adapt.lora)
+  extra = methods.initial_extra(plan.adapt, params)
+  if plan.prune.active:
+    try:
+      prune_lib.check_targets(plan.prune, params)
+    except ValueError as error:
+      raise ConfigError(f"config.prune: {error}") from None
+    extra["masks"] = prune_lib.initial_masks(params)
   tx = optim.build_optimizer(optim_spec, hparams_lib.placeholder(), params)
   return TrainState(step=np.zeros((), np.int32), params=params, model_state=model_state,
                     opt_state=jax.device_get(tx.init(params)), rng=np.asarray(train_key),
-                    extra=jax.device_get(methods.initial_extra(plan.adapt, params)))
+                    extra=jax.device_get(extra))
 
 
 def _anchor_variables(model, plan: RunPlan, sample: dict, pretrained: init_lib.Loaded) -> dict:

@@ -15,6 +15,7 @@ import ml_collections
 import numpy as np
 
 from lowres_jax.compress import distill as distill_lib
+from lowres_jax.compress.prune import CONFIG_DEFAULTS as PRUNE_DEFAULTS, PruneSpec
 from lowres_jax.config import ConfigError, TrackedConfig, parse_duration
 from lowres_jax.data.augment import AUGMENTATIONS
 from lowres_jax.data.fewshot import ALL_SHOTS
@@ -77,6 +78,7 @@ class RunPlan:
   teachers: tuple[str, ...]
   pool_size: int
   pool_batch: int
+  prune: PruneSpec   # Magnitude pruning (compress/prune.py); method '' is off.
   # Evaluation, logging, checkpoints.
   eval_batch_size: int
   eval_every: int
@@ -146,6 +148,7 @@ def read_plan(config: ml_collections.ConfigDict, reads: set[str] | None = None) 
       head_refit=_optional(c, "head_refit", ""),
       adapt=adapt,
       **_read_distill(c),
+      prune=_read_prune(c),
       eval_batch_size=int(c.eval.batch_size), eval_every=int(c.eval.every),
       eval_probes=tuple(_tuple(_optional(c.eval, "probes", ()) or ())),
       log_every=int(c.log_every), checkpoint_every=int(c.checkpoint_every),
@@ -269,6 +272,24 @@ def _read_distill(c: TrackedConfig) -> dict[str, Any]:
   if not fields["pool_size"]:
     fields["pool_batch"] = 0
   return fields
+
+
+def _read_prune(c: TrackedConfig) -> PruneSpec:
+  if "prune" not in c:
+    return PruneSpec()
+  settings = c.prune.to_dict()
+  unknown = sorted(set(settings) - set(PRUNE_DEFAULTS))
+  if unknown:
+    raise ConfigError(f"config.prune has unknown key(s) {unknown}; known: "
+                      f"{sorted(PRUNE_DEFAULTS)}")
+  changed = sorted(k for k, v in settings.items() if k != "method" and v != PRUNE_DEFAULTS[k])
+  if not settings.get("method") and changed:
+    raise ConfigError(f"config.prune sets {changed} but config.prune.method is '' (off); set "
+                      "method = 'magnitude' or leave them at their defaults")
+  try:
+    return PruneSpec(**settings)
+  except (ValueError, TypeError, re.error) as error:
+    raise ConfigError(f"config.prune: {error}") from None
 
 
 def _read_init(c: TrackedConfig) -> InitSpec:

@@ -17,7 +17,7 @@ import jax.numpy as jnp
 import optax
 from jax.sharding import NamedSharding
 
-from lowres_jax.compress import distill
+from lowres_jax.compress import distill, prune
 from lowres_jax.data import augment
 from lowres_jax.train import losses, methods, optim
 from lowres_jax.train.state import TrainState, split_variables
@@ -141,6 +141,8 @@ def make_train_chunk(spec: StepSpec, batch_sharding: NamedSharding) -> Callable:
     updates = methods.scale_updates(updates, methods.update_multipliers(
         adapt, hparams, state.params, state.step, total_steps))
     params = optax.apply_updates(state.params, updates)
+    if "masks" in state.extra:  # Pruning (compress/prune.py): pruned weights stay exactly 0.
+      params = prune.apply_masks(params, state.extra["masks"])
     lr = optim.learning_rate_fn(spec.optim, hparams["lr"])(state.step)
     new_state = state.replace(step=state.step + 1, params=params, model_state=model_state,
                               opt_state=opt_state,
