@@ -19,7 +19,7 @@ points (p < 0.05).
 
 import ml_collections
 
-from lowres_jax.compress import distill, prune
+from lowres_jax.compress import distill, prune, quantize
 from lowres_jax.train.methods import config_defaults
 
 SOURCE_CLASSES = (0, 1, 2, 3, 4)
@@ -64,6 +64,9 @@ def base_config(dataset: str, classes, shots: int, model: dict, duration: str,
   # Magnitude pruning (lowres_jax/compress/prune.py): method '' is off, 'magnitude' prunes the
   # targets (regex) to sparsity, global or per layer, unstructured or 'N:M', one-shot or gradual.
   c.prune = ml_collections.ConfigDict(prune.CONFIG_DEFAULTS)
+  # int8 quantization with qwix (lowres_jax/compress/quantize.py): mode '' is off,
+  # 'w8a8_dynamic', 'w8a8_static' or 'weight_only' after training; qat trains with fake quant.
+  c.quantize = ml_collections.ConfigDict(quantize.CONFIG_DEFAULTS)
   c.cache_dir = "./workdirs/cache"
   c.optim = ml_collections.ConfigDict(dict(
       name="sgd", lr=lr, momentum=0.9, weight_decay=1e-4, warmup=0.1, grad_clip=0.0))

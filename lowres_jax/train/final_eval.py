@@ -26,12 +26,14 @@ from lowres_jax.train.state import TrainState, stack, unstack
 
 
 def final_metrics(plan: RunPlan, evaluator: Evaluator, state: TrainState, task,
-                  anchor: dict | None, teachers: Sequence = ()) -> list[dict]:
+                  anchor: dict | None, teachers: Sequence = ()
+                  ) -> tuple[list[dict], np.ndarray]:
   """Validation and test metrics of every run. With evaluation variants (EMA weights, WiSE-FT
   mixtures), each is evaluated too, under its name ('ema/test/accuracy'; the final weights as
   'final/...'), and the run reports the one with the best validation accuracy (``variant``).
   With distillation teachers, the final weights' agreement with them on test
-  ('test/teacher_agreement', 'test/teacher_kl') and the teachers' own test accuracy."""
+  ('test/teacher_agreement', 'test/teacher_kl') and the teachers' own test accuracy.
+  Also returns the final weights' test logits (runs, N, classes)."""
   final, test_logits = evaluate_with_logits(plan, evaluator, state.variables(), task)
   if teachers:
     teacher_logits = _teacher_test_logits(evaluator, teachers, task)
@@ -44,7 +46,7 @@ def final_metrics(plan: RunPlan, evaluator: Evaluator, state: TrainState, task,
     final[i].update(probed)
   variants = methods.eval_variants(plan.adapt, state.variables(), state.extra, anchor)
   if not variants:
-    return final
+    return final, test_logits
   candidates = {"final": final, **{name: evaluate(plan, evaluator, variables, task)
                                    for name, variables in variants.items()}}
   results = []
@@ -55,7 +57,7 @@ def final_metrics(plan: RunPlan, evaluator: Evaluator, state: TrainState, task,
     for name, metrics in candidates.items():
       merged.update({f"{name}/{key}": value for key, value in metrics[i].items()})
     results.append(merged)
-  return results
+  return results, test_logits
 
 
 def probe_metrics(plan: RunPlan, evaluator: Evaluator, stacked_variables: dict,

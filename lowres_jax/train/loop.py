@@ -22,7 +22,7 @@ import numpy as np
 
 from lowres_jax import checkpoint, parallel, storage
 from lowres_jax.compress import distill as distill_lib, prune as prune_lib
-from lowres_jax.compress import teachers as teachers_lib
+from lowres_jax.compress import quantize as quantize_lib, teachers as teachers_lib
 from lowres_jax.config import ConfigError, config_hash, duration_to_steps
 from lowres_jax.data import augment, fewshot, sources, text_sources
 from lowres_jax.models import build_model, lora as lora_lib
@@ -138,10 +138,15 @@ def _prepare_task(configs, plans: list[RunPlan], workdirs: list[str]) -> _Task:
           grad_clip=plan.grad_clip, freeze=plan.freeze))
 
 
-def _build_model(plan: RunPlan):
-  """The config's model; with 'lora' among the methods, wrapped with its adapters."""
+def _build_model(plan: RunPlan, qat: bool = True):
+  """The config's model; with 'lora' among the methods, wrapped with its adapters; with
+  ``quantize.qat`` (and ``qat``), with fake quantization in its forward pass."""
   model = build_model(plan.model_name, len(plan.classes), **dict(plan.model_kwargs))
-  return lora_lib.LoraModel(model, plan.adapt.lora) if plan.adapt.lora else model
+  if plan.adapt.lora:
+    model = lora_lib.LoraModel(model, plan.adapt.lora)
+  if qat and plan.quantize.qat:
+    model = quantize_lib.qat_model(model, plan.quantize)
+  return model
 
 
 def _load_split(plan: RunPlan, split: str) -> sources.Examples:
@@ -204,7 +209,14 @@ def _train_unfinished(configs, plans: list[RunPlan], workdirs: list[str], cache:
       plans, task, parallel.put_replicated(stack(states), mesh), start_step, mesh, cache,
       evaluator, writers, managers, progress, workdirs, stop_on_nonfinite, frozen, teachers)
 
-  final = final_eval.final_metrics(plan, evaluator, state, task, anchor, teachers)
+  final, test_logits = final_eval.final_metrics(plan, evaluator, state, task, anchor, teachers)
+  if plan.quantize.active:
+    variables = parallel.fetch(state.variables())
+    for i in set(range(len(plans))) - set(diverged):
+      final[i].update(quantize_lib.quantize_and_evaluate(
+          _build_model(plan, qat=False), plan.quantize, unstack(variables, i),
+          task.trains[i].inputs(), plan.batch_size, evaluator, task.test, task.num_classes,
+          test_logits[i], workdirs[i]))
   for i in diverged:
     final[i] = {}  # A diverged model's predictions are meaningless; report none.
   for i, writer in enumerate(writers):

@@ -16,6 +16,7 @@ import numpy as np
 
 from lowres_jax.compress import distill as distill_lib
 from lowres_jax.compress.prune import CONFIG_DEFAULTS as PRUNE_DEFAULTS, PruneSpec
+from lowres_jax.compress.quantize import CONFIG_DEFAULTS as QUANTIZE_DEFAULTS, QuantizeSpec
 from lowres_jax.config import ConfigError, TrackedConfig, parse_duration
 from lowres_jax.data.augment import AUGMENTATIONS
 from lowres_jax.data.fewshot import ALL_SHOTS
@@ -79,6 +80,7 @@ class RunPlan:
   pool_size: int
   pool_batch: int
   prune: PruneSpec   # Magnitude pruning (compress/prune.py); method '' is off.
+  quantize: QuantizeSpec  # int8 quantization (compress/quantize.py); mode '' is off.
   # Evaluation, logging, checkpoints.
   eval_batch_size: int
   eval_every: int
@@ -148,7 +150,8 @@ def read_plan(config: ml_collections.ConfigDict, reads: set[str] | None = None) 
       head_refit=_optional(c, "head_refit", ""),
       adapt=adapt,
       **_read_distill(c),
-      prune=_read_prune(c),
+      prune=_read_switched(c, "prune", PRUNE_DEFAULTS, "method", PruneSpec),
+      quantize=_read_switched(c, "quantize", QUANTIZE_DEFAULTS, "mode", QuantizeSpec),
       eval_batch_size=int(c.eval.batch_size), eval_every=int(c.eval.every),
       eval_probes=tuple(_tuple(_optional(c.eval, "probes", ()) or ())),
       log_every=int(c.log_every), checkpoint_every=int(c.checkpoint_every),
@@ -274,22 +277,23 @@ def _read_distill(c: TrackedConfig) -> dict[str, Any]:
   return fields
 
 
-def _read_prune(c: TrackedConfig) -> PruneSpec:
-  if "prune" not in c:
-    return PruneSpec()
-  settings = c.prune.to_dict()
-  unknown = sorted(set(settings) - set(PRUNE_DEFAULTS))
+def _read_switched(c: TrackedConfig, group: str, defaults: dict, switch: str, spec_type):
+  """A settings group turned on by one key (``prune.method``, ``quantize.mode``): unknown keys
+  and settings changed while it is off are errors (they would silently do nothing)."""
+  if group not in c:
+    return spec_type()
+  settings = getattr(c, group).to_dict()
+  unknown = sorted(set(settings) - set(defaults))
   if unknown:
-    raise ConfigError(f"config.prune has unknown key(s) {unknown}; known: "
-                      f"{sorted(PRUNE_DEFAULTS)}")
-  changed = sorted(k for k, v in settings.items() if k != "method" and v != PRUNE_DEFAULTS[k])
-  if not settings.get("method") and changed:
-    raise ConfigError(f"config.prune sets {changed} but config.prune.method is '' (off); set "
-                      "method = 'magnitude' or leave them at their defaults")
+    raise ConfigError(f"config.{group} has unknown key(s) {unknown}; known: {sorted(defaults)}")
+  changed = sorted(k for k, v in settings.items() if k != switch and v != defaults[k])
+  if not settings.get(switch) and changed:
+    raise ConfigError(f"config.{group} sets {changed} but config.{group}.{switch} is '' (off); "
+                      f"set {switch} or leave them at their defaults")
   try:
-    return PruneSpec(**settings)
+    return spec_type(**settings)
   except (ValueError, TypeError, re.error) as error:
-    raise ConfigError(f"config.prune: {error}") from None
+    raise ConfigError(f"config.{group}: {error}") from None
 
 
 def _read_init(c: TrackedConfig) -> InitSpec:

@@ -134,10 +134,11 @@ def _added_defaults() -> dict:
   code did before they existed (``config.adapt`` with no method, no ``eval.probes``): a run
   saved without them is the same run, so its workdir stays resumable and its summary
   reusable."""
-  from lowres_jax.compress import distill, prune
+  from lowres_jax.compress import distill, prune, quantize
   from lowres_jax.train.methods import config_defaults
   added = {"adapt": config_defaults(), "eval": {"probes": ()},
-           "distill": distill.config_defaults(), "prune": prune.CONFIG_DEFAULTS}
+           "distill": distill.config_defaults(), "prune": prune.CONFIG_DEFAULTS,
+           "quantize": quantize.CONFIG_DEFAULTS}
   return _flatten(json.loads(json.dumps(added, default=_json_default)))
 
 
