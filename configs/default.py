@@ -79,6 +79,9 @@ def base_config(dataset: str, classes, shots: int, model: dict, duration: str,
   c.log_every = 25
   c.checkpoint_every = 100
   c.keep_checkpoints = 2  # 0: delete them once the run has finished (a sweep's table only).
+  # Stages chained by lowres_jax.main (lowres_jax/pipeline.py); () is one run.
+  c.pipeline = ()
+  c.stages = ml_collections.ConfigDict()
   return c
 
 
@@ -88,9 +91,10 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   init = args.pop("init", "source")
   tiny = bool(int(args.pop("tiny", 0)))
   batch_norm = bool(int(args.pop("batch_norm", 0)))
+  stages = tuple(s for s in args.pop("stages", "+".join(PIPELINE)).split("+") if s)
   if args:
     raise ValueError(f"unknown config arguments {sorted(args)}; known: shots, init, tiny, "
-                     "batch_norm")
+                     "batch_norm, stages")
   model = dict(name="cnn", width=32, depth=2, hidden=128)
   steps, source_steps = 300, 600
   if tiny:  # A seconds-long smoke run of the same pipeline (tests use it).
@@ -114,4 +118,35 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   if tiny:
     c.log_every, c.eval.every, c.checkpoint_every = 10, 20, 20
     source.log_every = 20
+  # 'stages=finetune' is the single fine-tuning run; more stages chain runs
+  # (lowres_jax/pipeline.py), each starting from the one before.
+  if stages != ("finetune",):
+    c.pipeline = stages
+    c.stages = ml_collections.ConfigDict(pipeline_stages(tiny))
   return c
+
+
+PIPELINE = ("finetune", "distill", "prune", "quantize")
+
+
+def pipeline_stages(tiny: bool) -> dict:
+  """The default pipeline's stage overrides (lowres_jax/pipeline.py).
+
+  - distill: a student CNN with under 1/4 of the teacher's parameters (width 16, hidden 48:
+    22.8k vs 98.5k), trained from scratch on the labelled k-shot batch plus 32 unlabelled
+    training images per step (500 in the pool, mixup 0.5) against the fine-tuned teacher;
+  - prune: the student's kernels (all but the head) at 50% global magnitude sparsity, one-shot,
+    then 100 steps with the mask fixed;
+  - quantize: w8a8 with static activation scales calibrated on 4 training batches, no training.
+  """
+  student = dict(width=4, hidden=8) if tiny else dict(width=16, hidden=48)
+  steps = (40, 20) if tiny else (300, 100)
+  return {
+      # At lr 0.05 this student stayed at chance (measured); 0.02 is the teacher's own rate.
+      "distill": {"model": student, "train": {"duration": f"{steps[0]} steps"},
+                  "distill": {"pool_size": 500, "pool_batch": 32, "mixup": 0.5,
+                              "temperature": 2.0}},
+      "prune": {"train": {"duration": f"{steps[1]} steps"}, "optim": {"lr": 0.01},
+                "prune": {"sparsity": 0.5}},
+      "quantize": {"quantize": {"mode": "w8a8_static"}},
+  }

@@ -3,7 +3,9 @@
   python -m lowres_jax.main --config=configs/default.py:shots=5 --workdir=workdirs/x \\
       --config.optim.lr=0.01
 
-With no flags it runs configs/default.py into ./workdirs/default and prints a results table.
+With no flags it runs configs/default.py into ./workdirs/default: its pipeline (fine-tune,
+distill, prune, quantize; lowres_jax/pipeline.py) and prints one table of the stages. A config
+with ``pipeline = ()`` (``configs/default.py:stages=finetune``) is one run and prints its table.
 Known problems (bad config path, unread config keys, missing data, NaN loss, too many shots)
 end with one clear line on stderr and exit code 2, not a traceback.
 """
@@ -53,6 +55,12 @@ def main(argv) -> None:
   except Exception as error:
     raise ConfigError(flag_errors.load_config(config_arg)[1]
                       or f"--config={config_arg}: {flag_errors.one_line(str(error))}") from None
+  if "pipeline" in config and tuple(config.pipeline):
+    from lowres_jax import pipeline  # After flag parsing, like the trainer.
+    rows = pipeline.run_pipeline(config, workdir, show_progress=_PROGRESS.value)
+    if parallel.is_main_process():
+      print(pipeline.format_pipeline_table(rows, workdir))
+    return
   summary = loop.run(config, workdir, show_progress=_PROGRESS.value)
   if parallel.is_main_process():
     print(format_run_table(summary, workdir))

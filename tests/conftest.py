@@ -26,7 +26,7 @@ def data_dir(tmp_path_factory) -> str:
 
 def tiny_config(data_dir: str, cache_dir: str, arg: str = "tiny=1,init=scratch"):
   """The default config shrunk to a seconds-long run, reading data from ``data_dir``."""
-  config = load_module(str(DEFAULT_CONFIG)).get_config(arg)
+  config = load_module(str(DEFAULT_CONFIG)).get_config(arg + ",stages=finetune")
   config.data.data_dir = data_dir
   config.cache_dir = cache_dir
   config.source.data.data_dir = data_dir

@@ -48,7 +48,7 @@ DATASETS = {
 
 
 def get_config():
-  config = default_config.get_config()
+  config = default_config.get_config("stages=finetune")
   config.train.duration = "200 steps"
   config.eval.every = 0
   config.checkpoint_every = 100

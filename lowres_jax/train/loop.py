@@ -115,8 +115,8 @@ def _prepare_task(configs, plans: list[RunPlan], workdirs: list[str]) -> _Task:
   plan = plans[0]
   parallel.check_divisible(plan.batch_size, "config.train.batch_size")
   parallel.check_divisible(plan.eval_batch_size, "config.eval.batch_size")
-  pool = _load_split(plan, plan.train_split)
-  test = fewshot.restrict_to_classes(_load_split(plan, plan.test_split), plan.classes)
+  pool = load_split(plan, plan.train_split)
+  test = test_examples(plan)
   manifests = [fewshot.draw_manifest(pool, plan.dataset, plan.classes, plan.shots,
                                      plan.val_per_class, p.seed) for p in plans]
   if plan.pool_size:
@@ -131,14 +131,14 @@ def _prepare_task(configs, plans: list[RunPlan], workdirs: list[str]) -> _Task:
              ] if plan.pool_size else [],
       vals=[fewshot.select(pool, m.val_ids, plan.classes) for m in manifests], test=test,
       num_classes=len(plan.classes), total_steps=total_steps,
-      model=_build_model(plan),
+      model=build_run_model(plan),
       optim_spec=optim.OptimSpec(
           name=plan.optimizer, momentum=plan.momentum,
           warmup_steps=int(plan.warmup * total_steps), total_steps=total_steps,
           grad_clip=plan.grad_clip, freeze=plan.freeze))
 
 
-def _build_model(plan: RunPlan, qat: bool = True):
+def build_run_model(plan: RunPlan, qat: bool = True):
   """The config's model; with 'lora' among the methods, wrapped with its adapters; with
   ``quantize.qat`` (and ``qat``), with fake quantization in its forward pass."""
   model = build_model(plan.model_name, len(plan.classes), **dict(plan.model_kwargs))
@@ -149,7 +149,12 @@ def _build_model(plan: RunPlan, qat: bool = True):
   return model
 
 
-def _load_split(plan: RunPlan, split: str) -> sources.Examples:
+def test_examples(plan: RunPlan) -> sources.Examples:
+  """The task's test split: the test split's examples of its classes, labels 0..C-1."""
+  return fewshot.restrict_to_classes(load_split(plan, plan.test_split), plan.classes)
+
+
+def load_split(plan: RunPlan, split: str) -> sources.Examples:
   """Images as they are; text tokenised to ``plan.max_length`` (both cached per process)."""
   if plan.tokenizer:
     return text_sources.load_text_split(plan.dataset, split, plan.data_dir, plan.tokenizer,
@@ -200,7 +205,7 @@ def _train_unfinished(configs, plans: list[RunPlan], workdirs: list[str], cache:
   progress = Progress(task.total_steps, start_step, os.path.basename(label.rstrip("/")) or label,
                       enabled=show_progress and parallel.is_main_process())
 
-  teachers = [teachers_lib.load_teacher(w, plan, _build_model) for w in plan.teachers]
+  teachers = [teachers_lib.load_teacher(w, plan, build_run_model) for w in plan.teachers]
   frozen = {"anchor": anchor} if anchor is not None else {}
   if teachers:
     frozen["teachers"] = tuple(t.variables for t in teachers)
@@ -214,7 +219,7 @@ def _train_unfinished(configs, plans: list[RunPlan], workdirs: list[str], cache:
     variables = parallel.fetch(state.variables())
     for i in set(range(len(plans))) - set(diverged):
       final[i].update(quantize_lib.quantize_and_evaluate(
-          _build_model(plan, qat=False), plan.quantize, unstack(variables, i),
+          build_run_model(plan, qat=False), plan.quantize, unstack(variables, i),
           task.trains[i].inputs(), plan.batch_size, evaluator, task.test, task.num_classes,
           test_logits[i], workdirs[i]))
   for i in diverged:

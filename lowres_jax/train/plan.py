@@ -156,6 +156,12 @@ def read_plan(config: ml_collections.ConfigDict, reads: set[str] | None = None) 
       eval_probes=tuple(_tuple(_optional(c.eval, "probes", ()) or ())),
       log_every=int(c.log_every), checkpoint_every=int(c.checkpoint_every),
       keep_checkpoints=int(c.keep_checkpoints))
+  if "pipeline" in c and tuple(c.pipeline):
+    raise ConfigError(f"config.pipeline = {tuple(c.pipeline)} is a chain of runs: run it with "
+                      "python -m lowres_jax.main (lowres_jax/pipeline.py); a single run or a "
+                      "sweep needs config.pipeline = ()")
+  if "stages" in c:  # The pipeline's overrides: read by lowres_jax/pipeline.py.
+    c.stages.mark_all_read()
   c.assert_all_read()
   if plan.adapt.lora and not plan.freeze:  # LoRA trains the adapters and the head only.
     plan = dataclasses.replace(plan, freeze=LORA_FREEZE)

@@ -120,8 +120,9 @@ def check_same_config(config: ml_collections.ConfigDict, workdir: str) -> None:
     added = _added_defaults()
     changed = sorted(k for k in flat_saved.keys() | flat_current.keys()
                      if flat_saved.get(k) != flat_current.get(k)
-                     and not (k not in flat_saved and _tail(k) in added
-                              and flat_current[k] == added[_tail(k)]))
+                     and not (k not in flat_saved
+                              and any(flat_current[k] == added.get(tail, ()) and tail in added
+                                      for tail in _tails(k))))
     if not changed:
       return
     raise ConfigError(
@@ -138,13 +139,14 @@ def _added_defaults() -> dict:
   from lowres_jax.train.methods import config_defaults
   added = {"adapt": config_defaults(), "eval": {"probes": ()},
            "distill": distill.config_defaults(), "prune": prune.CONFIG_DEFAULTS,
-           "quantize": quantize.CONFIG_DEFAULTS}
+           "quantize": quantize.CONFIG_DEFAULTS, "pipeline": (), "stages": {}}
   return _flatten(json.loads(json.dumps(added, default=_json_default)))
 
 
-def _tail(key: str) -> str:
-  """'source.adapt.l2sp' -> 'adapt.l2sp': the group sits in a source config too."""
-  return ".".join(key.split(".")[-2:])
+def _tails(key: str) -> tuple[str, ...]:
+  """'source.adapt.l2sp' -> ('adapt.l2sp', 'l2sp'): the keys sit in a source config too."""
+  parts = key.split(".")
+  return (".".join(parts[-2:]), parts[-1])
 
 
 def _flatten(tree: dict, prefix: str = "") -> dict:
