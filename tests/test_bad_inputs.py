@@ -15,7 +15,7 @@ import pytest
 
 from conftest import cli_flags, run_main
 
-TINY = "--config=configs/default.py:tiny=1,init=scratch"
+TINY = "--config=configs/default.py:tiny=1,init=scratch,stages=finetune"
 PREFIX = "lowres_jax: error:"
 # A config file with a Python syntax error, written to tmp_path by the test ({tmp} below).
 BROKEN_CONFIG = "import ml_collections\n\ndef get_config(:\n  return ml_collections.ConfigDict()\n"

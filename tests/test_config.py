@@ -40,7 +40,7 @@ def test_bad_duration_says_how_to_write_one():
 
 
 def test_cli_typo_in_override_fails_cleanly(tmp_path, data_dir):
-  result = run_main(["--config=configs/default.py:tiny=1,init=scratch",
+  result = run_main(["--config=configs/default.py:tiny=1,init=scratch,stages=finetune",
                      f"--workdir={tmp_path / 'run'}", "--config.optim.lrr=0.1",
                      *cli_flags(data_dir, str(tmp_path))])
   assert result.returncode != 0

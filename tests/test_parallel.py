@@ -9,7 +9,7 @@ import numpy as np
 
 from conftest import REPO, cli_flags, cpu_env, run_main
 
-TINY = "--config=configs/default.py:tiny=1,init=scratch"
+TINY = "--config=configs/default.py:tiny=1,init=scratch,stages=finetune"
 
 
 def losses(workdir) -> np.ndarray:

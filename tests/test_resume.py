@@ -12,8 +12,9 @@ import pytest
 from conftest import REPO, cli_flags, cpu_env, run_main
 from lowres_jax.train.loop import TIMING_PREFIX
 
-ARGS = ["--config=configs/default.py:tiny=1,init=scratch", "--config.train.duration=300 steps",
-        "--config.checkpoint_every=20", "--config.eval.every=40"]
+ARGS = ["--config=configs/default.py:tiny=1,init=scratch,stages=finetune",
+        "--config.train.duration=300 steps", "--config.checkpoint_every=20",
+        "--config.eval.every=40"]
 
 
 def checkpoint_steps(workdir) -> list[int]:
