@@ -7,9 +7,10 @@ and starts from the stage before it:
 
 - ``finetune``: the config as it is (the teacher of what follows);
 - ``distill``: a student (its model set in the overrides) trained with the previous stage as
-  its frozen teacher (``distill.teachers``); ``init.kind = 'workdir'`` with no path starts it
-  from the previous stage's weights (with ``init.rename``: a shallower encoder from the
-  teacher's layers);
+  its frozen teacher (``distill.teachers``; any stage may name earlier stages as teachers,
+  ``distill.teachers = ('finetune',)``, e.g. to keep distilling while pruning);
+  ``init.kind = 'workdir'`` with no path starts it from the previous stage's weights (with
+  ``init.rename``: a shallower encoder from the teacher's layers);
 Each stage after ``finetune`` keeps the previous stage's model (the student after ``distill``)
 unless its overrides change it.
 
@@ -57,8 +58,12 @@ def _merge(config: ml_collections.ConfigDict, overrides: dict, where: str) -> No
     if key not in config:
       raise ConfigError(f"config.stages.{where}{key} is not a config key; keys there: "
                         f"{', '.join(sorted(config.keys()))}")
-    if isinstance(value, dict) and isinstance(config[key], ml_collections.ConfigDict):
-      _merge(config[key], value, f"{where}{key}.")
+    current = config[key]
+    if (isinstance(value, dict) and isinstance(current, ml_collections.ConfigDict)
+        and value.get("name", current.get("name")) == current.get("name")):
+      _merge(current, value, f"{where}{key}.")
+    elif isinstance(value, dict):  # Another model (a new 'name'): its fields replace the group.
+      config[key] = ml_collections.ConfigDict(value)
     else:
       config[key] = value
 
@@ -80,7 +85,7 @@ def stage_configs(config: ml_collections.ConfigDict, workdir: str
   base = copy.deepcopy(config)
   with base.unlocked():
     base.pipeline, base.stages = (), ml_collections.ConfigDict()
-  stages, previous, previous_model = [], "", base.model
+  stages, previous, previous_model, workdirs = [], "", base.model, {}
   for index, name in enumerate(names):
     stage = copy.deepcopy(base)
     with stage.unlocked():
@@ -90,14 +95,17 @@ def stage_configs(config: ml_collections.ConfigDict, workdir: str
       _merge(stage, overrides.get(name, {}), f"{name}.")
       if index and stage.init.kind == "workdir" and not stage.init.path:
         stage.init.path = previous
-      if name == "distill":
+      if name == "distill" and not tuple(stage.distill.teachers):
         stage.distill.teachers = (previous,)
+      # A teacher named by an earlier stage ('finetune') is that stage's run.
+      stage.distill.teachers = tuple(workdirs.get(t, t) for t in stage.distill.teachers)
     stage_workdir = os.path.join(workdir, f"{index + 1}_{name}")
     if index + 1 < len(names) and stage.keep_checkpoints == 0:
       raise ConfigError(f"pipeline stage {name!r} sets keep_checkpoints = 0, but the next stage "
                         "starts from its checkpoint")
     stages.append((name, stage, stage_workdir))
     previous, previous_model = stage_workdir, stage.model
+    workdirs[name] = stage_workdir
   return stages
 
 

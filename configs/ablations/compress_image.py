@@ -1,0 +1,54 @@
+"""Compression pipeline: ImageNet EfficientNet-Lite0 fine-tuned on 10-shot Fashion-MNIST,
+distilled into a small CNN, pruned and quantized to int8 (5 seeds).
+
+  python launch/compress.py --config=configs/ablations/compress_image.py \\
+      --workdir=workdirs/compress_image --out=results/compress_image.md
+
+Stages (lowres_jax/pipeline.py), each starting from the one before:
+
+- finetune: configs/image_efficientnet.py at 10 shots (100 SGD steps, 32x32 RGB inside the
+  model, the teacher);
+- distill: configs/default.py's CNN (width 32, depth 2, hidden 128; 467k parameters, 0.14 of
+  the teacher's 3.4M) on the 28x28 grey images, from scratch: cross-entropy on the 100
+  labelled images plus KL to the frozen teacher on the same augmented views and on 64
+  unlabelled training images per step (10,000 in the pool, mixup 0.5: function matching);
+- prune: the student's kernels but the head at 50% global magnitude sparsity, one-shot, then
+  200 steps with the masks fixed, still distilling from the teacher;
+- quantize: w8a8 with static activation scales calibrated on 4 training batches (qwix).
+"""
+
+import os
+
+from lowres_jax.compress.table import Target
+from lowres_jax.config import load_module
+
+_HERE = os.path.dirname(os.path.abspath(__file__))
+image_config = load_module(os.path.join(_HERE, "..", "image_efficientnet.py"))
+
+TITLE = ("Compression: EfficientNet-Lite0 teacher (10-shot Fashion-MNIST) -> CNN student -> "
+         "50% pruned -> int8")
+NOTES = ""
+SEEDS = range(5)
+STUDENT = dict(name="cnn", width=32, depth=2, hidden=128)
+POOL = {"pool_size": 10000, "pool_batch": 64, "mixup": 0.5}
+TARGETS = (
+    Target("student", stage="distill", baseline="finetune", min_delta=-0.015,
+           max_param_ratio=0.25),
+    Target("50% sparsity", stage="prune", baseline="distill", min_delta=-0.01,
+           min_sparsity=0.5),
+    Target("int8", stage="quantize", baseline="prune", min_delta=-0.005, min_speedup=2.5),
+)
+
+
+def get_config():
+  config = image_config.get_config("shots=10")
+  config.pipeline = ("finetune", "distill", "prune", "quantize")
+  config.stages = {
+      "distill": {"model": STUDENT, "train": {"duration": "600 steps"},
+                  "optim": {"lr": 0.02}, "distill": POOL},
+      "prune": {"train": {"duration": "200 steps"}, "optim": {"lr": 0.01},
+                "prune": {"sparsity": 0.5},
+                "distill": {"teachers": ("finetune",), **POOL}},
+      "quantize": {"quantize": {"mode": "w8a8_static"}},
+  }
+  return config
