@@ -143,7 +143,8 @@ def pipeline_stages(tiny: bool) -> dict:
     then 100 steps with the mask fixed;
   - quantize: w8a8 with static activation scales calibrated on 4 training batches, no training.
   """
-  student = dict(width=4, hidden=6) if tiny else dict(width=16, hidden=48)
+  student = (dict(name="cnn", width=4, depth=1, hidden=6) if tiny
+             else dict(name="cnn", width=16, depth=2, hidden=48))
   steps = (40, 20) if tiny else (300, 100)
   return {
       # At lr 0.05 this student stayed at chance (measured); 0.02 is the teacher's own rate.

@@ -50,7 +50,7 @@ TUNED = ("optim.lr",)
 
 
 def get_config():
-  c = default.get_config("tiny=1,init=scratch")
+  c = default.get_config("tiny=1,init=scratch,stages=finetune")
   c.data.data_dir, c.cache_dir = {data_dir!r}, {cache_dir!r}
   c.train.duration, c.log_every = "{steps} steps", 10
   c.checkpoint_every, c.eval.every = {checkpoint_every}, {checkpoint_every}

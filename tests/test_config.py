@@ -61,7 +61,7 @@ def test_cli_unread_key_fails_cleanly(tmp_path, data_dir):
       ".replace('lowres_jax/config.py', 'configs/default.py'))\n"
       "d = importlib.util.module_from_spec(spec); spec.loader.exec_module(d)\n"
       "def get_config():\n"
-      "  c = d.get_config('tiny=1,init=scratch')\n"
+      "  c = d.get_config('tiny=1,init=scratch,stages=finetune')\n"
       "  c.train.augmnet = ('flip',)\n"
       "  return c\n")
   result = run_main([f"--config={config_file}", f"--workdir={tmp_path / 'run'}",

@@ -69,7 +69,8 @@ def error_line(tmp_path, data_dir, model: dict, *overrides: str) -> str:
   config.write_text(
       "from lowres_jax.config import load_module\n"
       f"def get_config():\n"
-      f"  c = load_module({str(DEFAULT_CONFIG)!r}).get_config('tiny=1,init=scratch')\n"
+      f"  c = load_module({str(DEFAULT_CONFIG)!r}).get_config(\n"
+      "      'tiny=1,init=scratch,stages=finetune')\n"
       f"  c.model = {model!r}\n"
       "  return c\n")
   result = run_main([f"--config={config}",

@@ -17,7 +17,7 @@ TUNED = ("optim.lr",)
 
 
 def get_config():
-  config = default_config.get_config("tiny=1,init=source")
+  config = default_config.get_config("tiny=1,init=source,stages=finetune")
   for c in (config, config.source):
     c.data.data_dir = os.environ["LOWRES_TEST_DATA_DIR"]
     c.cache_dir = os.environ["LOWRES_TEST_CACHE_DIR"]
