@@ -55,7 +55,9 @@ NOTES = """
   pretrained ones at 0.75 / 0.5 / 0.25 drops test accuracy to 37-52 / 21-29 / 14-17 %.
   - The head is new, so there is no zero-shot end to interpolate toward (WiSE-FT was made for
     CLIP's zero-shot head).
-  - The mixtures keep the fine-tuned BatchNorm statistics; they are not recomputed.
+  - The mixtures kept the fine-tuned BatchNorm statistics. Since commit 038e9b0 (after this
+    table) WiSE-FT mixes the running statistics with the weights, so a rerun's ``wise_ft``
+    rows would differ; the other rows would not.
 - **EMA** (decay 0.95) is chosen on validation in 1, 4 and 1 of 5 seeds at k = 1, 5, 10; it
   moves no mean by more than 0.4.
 - **Fixed during this sweep**: DELTA first compared the trained model (train mode) with the
