@@ -55,8 +55,10 @@ def base_config(dataset: str, classes, shots: int, model: dict, duration: str,
   # (pretrain on config.source once, cached), 'workdir' (path: a lowres_jax run) or
   # 'checkpoint' (path: a local file or directory, package:NAME, or hf:ORG/NAME). reinit and
   # dont_load are regexes of variables kept at their fresh init instead of loaded.
+  # rename: (regex, replacement) pairs applied to the checkpoint's names first (a deeper
+  # teacher's layers onto a shallower student).
   c.init = ml_collections.ConfigDict(dict(kind="scratch", path="", reinit="^head/",
-                                          dont_load=""))
+                                          dont_load="", rename=()))
   c.source = ml_collections.ConfigDict()
   c.freeze = ""          # Params left untrained (regex): '^(?!head/)' is a linear probe.
   # Adaptation methods by name, composable (lowres_jax/train/methods.py): l2sp, delta, bss, sam,

@@ -55,6 +55,10 @@ STAGE_DEFAULTS: dict[str, dict[str, Any]] = {
 def _merge(config: ml_collections.ConfigDict, overrides: dict, where: str) -> None:
   """Sets ``overrides`` (nested) on ``config``; a key the config lacks is a ConfigError."""
   for key, value in overrides.items():
+    # config.model's fields are the model's own (checked when the run reads its plan).
+    if key not in config and where.split(".", 1)[1:] == ["model."]:
+      config[key] = value
+      continue
     if key not in config:
       raise ConfigError(f"config.stages.{where}{key} is not a config key; keys there: "
                         f"{', '.join(sorted(config.keys()))}")

@@ -139,7 +139,8 @@ def _added_defaults() -> dict:
   from lowres_jax.train.methods import config_defaults
   added = {"adapt": config_defaults(), "eval": {"probes": ()},
            "distill": distill.config_defaults(), "prune": prune.CONFIG_DEFAULTS,
-           "quantize": quantize.CONFIG_DEFAULTS, "pipeline": (), "stages": {}}
+           "quantize": quantize.CONFIG_DEFAULTS, "pipeline": (), "stages": {},
+           "init": {"rename": ()}}
   return _flatten(json.loads(json.dumps(added, default=_json_default)))
 
 
