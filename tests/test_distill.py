@@ -9,6 +9,8 @@ import numpy as np
 import pytest
 
 from conftest import tiny_config
+from test_text_data import fake_data_dir, fake_tree  # noqa: F401 (fixtures)
+from test_text_methods import fake_fortunes_config, needs_minilm
 from lowres_jax import checkpoint
 from lowres_jax.compress import distill
 from lowres_jax.config import ConfigError
@@ -114,3 +116,24 @@ def test_distillation_config_errors(data_dir, tmp_path, teacher_dir):
   config = _student(data_dir, tmp_path, str(tmp_path))
   with pytest.raises(ConfigError, match="no config.json"):
     loop.run(config, str(tmp_path / "d"), show_progress=False)
+
+
+@needs_minilm
+def test_a_shallower_text_student_starts_from_its_teachers_layers_and_distils(
+    tmp_path, fake_data_dir):  # noqa: F811
+  teacher = fake_fortunes_config(fake_data_dir, "finetune")
+  teacher.model.depth, teacher.checkpoint_every = 2, 4
+  loop.run(teacher, str(tmp_path / "teacher"), show_progress=False)
+  student = fake_fortunes_config(fake_data_dir, "finetune")
+  student.init.kind, student.init.reinit = "workdir", ""
+  student.init.path = str(tmp_path / "teacher")
+  student.init.rename = ((r"/layer_0/", "/layer_0/"), (r"/layer_1/", ""))
+  student.distill.teachers, student.distill.pool_size = (str(tmp_path / "teacher"),), 6
+  # Token pools (no mixup) join the labelled batch.
+  trained = loop.run(student, str(tmp_path / "student"), show_progress=False)
+  teacher_params = json.load(open(tmp_path / "teacher" / "summary.json"))["model/params"]
+  assert trained["model/params"] < teacher_params
+  assert np.isfinite(trained["test/teacher_kl"])
+  taught = checkpoint.load_variables(str(tmp_path / "teacher"))["params"]
+  started = checkpoint.load_variables(str(tmp_path / "student"))["params"]
+  assert set(started) == {k for k in taught if k != "layer_1"}
