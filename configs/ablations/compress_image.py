@@ -27,7 +27,23 @@ image_config = load_module(os.path.join(_HERE, "..", "image_efficientnet.py"))
 
 TITLE = ("Compression: EfficientNet-Lite0 teacher (10-shot Fashion-MNIST) -> CNN student -> "
          "50% pruned -> int8")
-NOTES = ""
+NOTES = """
+- **The student beats its teacher by 6.4 ± 0.9 points** (72.3 vs 65.9; 7 times fewer
+  parameters). The teacher learned from 100 labelled images. The student learns from those
+  plus the teacher's outputs on 10,000 unlabelled training images, mixed up, seen through the
+  same augmentations: function matching with a pool turns the few labels into many soft ones.
+  The teacher's 65.9 matches results/image_transfer.md's fine-tuning at 10 shots (66.0 ± 3.5).
+- **50% unstructured sparsity costs nothing measurable** (-0.3 ± 0.7, n.s.): the pruned
+  student trains 200 steps with the masks fixed while still distilling. Unstructured zeros in
+  dense kernels save disk (1,697 -> 1,036 KiB with orbax) and no time (1.00x).
+- **int8 keeps accuracy (+0.0 ± 0.2) and shrinks the model 3.4x on disk, but runs 2.4x
+  slower at batch 256** (124 vs 51 ms). The lowered program does run int8 x int8 -> int32
+  convolutions and matmuls (tests/test_quantize.py checks the HLO). On this CPU, XLA's int8
+  convolution plus quantizing each layer's activations and rescaling its output costs more
+  than the float convolution it replaces. The issue's 2.5x target is missed by 2.09x.
+- Latencies were measured after the runs, with nothing else running (every stage's
+  ``stage.json`` deleted and the same command rerun, which re-times finished stages only).
+"""
 SEEDS = range(5)
 STUDENT = dict(name="cnn", width=32, depth=2, hidden=128)
 POOL = {"pool_size": 10000, "pool_batch": 64, "mixup": 0.5}
