@@ -19,7 +19,7 @@ Stages (lowres_jax/pipeline.py), each starting from the one before:
 
 import os
 
-from lowres_jax.compress.table import Target
+from lowres_jax.compress.table import PIPELINE_TARGETS
 from lowres_jax.config import load_module
 
 _HERE = os.path.dirname(os.path.abspath(__file__))
@@ -47,13 +47,7 @@ NOTES = """
 SEEDS = range(5)
 STUDENT = dict(name="cnn", width=32, depth=2, hidden=128)
 POOL = {"pool_size": 10000, "pool_batch": 64, "mixup": 0.5}
-TARGETS = (
-    Target("student", stage="distill", baseline="finetune", min_delta=-0.015,
-           max_param_ratio=0.25),
-    Target("50% sparsity", stage="prune", baseline="distill", min_delta=-0.01,
-           min_sparsity=0.5),
-    Target("int8", stage="quantize", baseline="prune", min_delta=-0.005, min_speedup=2.5),
-)
+TARGETS = PIPELINE_TARGETS
 
 
 def get_config():

@@ -25,7 +25,7 @@ student needs a smaller vocabulary or width, which layer initialisation cannot g
 
 import os
 
-from lowres_jax.compress.table import Target
+from lowres_jax.compress.table import PIPELINE_TARGETS
 from lowres_jax.config import load_module
 
 _HERE = os.path.dirname(os.path.abspath(__file__))
@@ -40,13 +40,7 @@ LAYERS_FROM_TEACHER = ((r"/layer_0/", "/layer_0/"), (r"/layer_2/", "/layer_1/"),
                        (r"/layer_4/", "/layer_2/"), (r"/layer_[135]/", ""))
 POOL = {"pool_size": 5000, "pool_batch": 32}
 DENSE = r".*(query|key|value|out|mlp_in|mlp_out|head)"
-TARGETS = (
-    Target("student", stage="distill", baseline="finetune", min_delta=-0.015,
-           max_param_ratio=0.25),
-    Target("50% sparsity", stage="prune", baseline="distill", min_delta=-0.01,
-           min_sparsity=0.5),
-    Target("int8", stage="quantize", baseline="prune", min_delta=-0.005, min_speedup=2.5),
-)
+TARGETS = PIPELINE_TARGETS
 
 
 def get_config():

@@ -25,6 +25,18 @@ class Target:
   min_speedup: float | None = None
 
 
+# The targets of a finetune -> distill -> prune -> quantize pipeline: a student with at most
+# 1/4 of the teacher's parameters within 1.5 points of it; 50% sparsity within 1 point of the
+# student; int8 within 0.5 points of float and at least 2.5x faster at batch 256.
+PIPELINE_TARGETS = (
+    Target("student", stage="distill", baseline="finetune", min_delta=-0.015,
+           max_param_ratio=0.25),
+    Target("50% sparsity", stage="prune", baseline="distill", min_delta=-0.01,
+           min_sparsity=0.5),
+    Target("int8", stage="quantize", baseline="prune", min_delta=-0.005, min_speedup=2.5),
+)
+
+
 def _by_stage(runs: Sequence[list[dict]], stage: str) -> list[dict]:
   return [next(r for r in rows if r["stage"] == stage) for rows in runs]
 
