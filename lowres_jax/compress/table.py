@@ -13,9 +13,9 @@ from lowres_jax.eval import stats
 @dataclasses.dataclass(frozen=True)
 class Target:
   """``stage``'s paired accuracy change from ``baseline`` must be >= ``min_delta`` (fraction),
-  and where set, its parameters at most ``max_param_ratio`` of the baseline's, its non-zero
-  fraction at most ``max_nonzero_fraction`` of its targeted weights, its batch-256 latency at
-  least ``min_speedup`` times faster."""
+  and where set, its parameters at most ``max_param_ratio`` of the baseline's, at least
+  ``min_sparsity`` of its pruned weights zero, its batch-256 latency at least ``min_speedup``
+  times faster."""
   name: str
   stage: str
   baseline: str

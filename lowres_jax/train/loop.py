@@ -215,11 +215,11 @@ def _train_unfinished(configs, plans: list[RunPlan], workdirs: list[str], cache:
       evaluator, writers, managers, progress, workdirs, stop_on_nonfinite, frozen, teachers)
 
   final, test_logits = final_eval.final_metrics(plan, evaluator, state, task, anchor, teachers)
+  final_variables = parallel.fetch(state.variables())  # Once: quantization and the summaries.
   if plan.quantize.active:
-    variables = parallel.fetch(state.variables())
     for i in set(range(len(plans))) - set(diverged):
       final[i].update(quantize_lib.quantize_and_evaluate(
-          build_run_model(plan, qat=False), plan.quantize, unstack(variables, i),
+          build_run_model(plan, qat=False), plan.quantize, unstack(final_variables, i),
           task.trains[i].inputs(), plan.batch_size, evaluator, task.test, task.num_classes,
           test_logits[i], workdirs[i]))
   for i in diverged:
@@ -240,12 +240,11 @@ def _train_unfinished(configs, plans: list[RunPlan], workdirs: list[str], cache:
   }
   param_counts = {"model/params": int(sum(np.size(p) for p in jax.tree.leaves(fresh[0].params))),
                   "model/trainable_params": optim.count_trainable(fresh[0].params, plan.freeze)}
-  final_params = parallel.fetch(state.params)
   summaries = []
   for i, (p, manifest, workdir) in enumerate(zip(plans, task.manifests, workdirs)):
     summary = _summary(p, manifest, task.total_steps, len(task.test), final[i], timing)
     summary.update(param_counts)
-    run_params = unstack(final_params, i)
+    run_params = unstack(final_variables["params"], i)
     summary["model/nonzero_params"] = int(sum(np.count_nonzero(leaf)
                                               for leaf in jax.tree.leaves(run_params)))
     if p.prune.active:
