@@ -24,7 +24,9 @@ points (p < 0.05).
 import ml_collections
 
 from lowres_jax.compress import distill, prune, quantize
+from lowres_jax.train import hparams, selection
 from lowres_jax.train.methods import config_defaults
+from lowres_jax.train.plan import augment_defaults
 
 SOURCE_CLASSES = (0, 1, 2, 3, 4)
 TARGET_CLASSES = (5, 6, 7, 8, 9)
@@ -47,9 +49,13 @@ def base_config(dataset: str, classes, shots: int, model: dict, duration: str,
   c = ml_collections.ConfigDict()
   c.seed = 0
   c.method = "finetune"  # A label for tables; the fields below define what it does.
+  # imbalance > 1 draws a long tail (shots for the first class down to shots / imbalance for
+  # the last); selection.strategy chooses selection.budget labels in all from pool_size
+  # candidates with the pretrained model's features (lowres_jax/train/selection.py; shots = 0).
   c.data = ml_collections.ConfigDict(dict(
       name=dataset, data_dir="", classes=tuple(classes), shots=shots, val_per_class=10,
-      train_split="train", test_split="test"))
+      train_split="train", test_split="test", imbalance=1.0,
+      selection=selection.CONFIG_DEFAULTS))
   c.model = ml_collections.ConfigDict(model)
   # Where the weights come from (lowres_jax/weights/init.py): kind is 'scratch', 'source'
   # (pretrain on config.source once, cached), 'workdir' (path: a lowres_jax run) or
@@ -76,12 +82,20 @@ def base_config(dataset: str, classes, shots: int, model: dict, duration: str,
   c.cache_dir = "./workdirs/cache"
   c.optim = ml_collections.ConfigDict(dict(
       name="sgd", lr=lr, momentum=0.9, weight_decay=1e-4, warmup=0.1, grad_clip=0.0))
+  # loss: cross_entropy, class_balanced (cb_beta), logit_adjusted (la_tau), focal
+  # (focal_gamma), setfit; sampler: uniform or class_balanced batches.
   c.train = ml_collections.ConfigDict(dict(
       batch_size=batch_size, duration=duration, augment=augment, crop_pad=1,
-      label_smoothing=0.0, forward_mode="train"))
+      label_smoothing=0.0, forward_mode="train", loss="cross_entropy", sampler="uniform",
+      **hparams.group_defaults("train")))
+  # The strengths of the ops named in train.augment (traced: a grid over them compiles once;
+  # lowres_jax/data/augment.py, text_augment.py) and RandAugment's ops per example.
+  c.augment = ml_collections.ConfigDict(augment_defaults())
   # probes: ('ridge', 'class_means') fits those probes on the final embeddings, reported
   # beside the run's own metrics (lowres_jax/train/probes.py).
-  c.eval = ml_collections.ConfigDict(dict(batch_size=256, every=100, probes=()))
+  # logit_adjust: tau of post-hoc logit adjustment (lowres_jax/eval/imbalance.py; 0 is off).
+  c.eval = ml_collections.ConfigDict(dict(batch_size=256, every=100, probes=(),
+                                          logit_adjust=0.0))
   c.log_every = 25
   c.checkpoint_every = 100
   c.keep_checkpoints = 2  # 0: delete them once the run has finished (a sweep's table only).

@@ -69,7 +69,6 @@ sys.path.insert(0, REPO)
 
 from lowres_jax import parallel  # noqa: E402
 from lowres_jax.config import duration_to_steps, load_module  # noqa: E402
-from lowres_jax.data import augment  # noqa: E402
 from lowres_jax.models import build_model  # noqa: E402
 from lowres_jax.train import hparams as hparams_lib, loop, optim  # noqa: E402
 from lowres_jax.train import step as step_lib  # noqa: E402
@@ -150,9 +149,8 @@ class TrainerSteps(Workload):
     self.per_call = step_lib.steps_per_call(plan.log_every)
     self.examples = plan.batch_size * self.per_call
     self.spec = step_lib.StepSpec(model, optim_spec(plan, len(train["label"])), plan.batch_size,
-                                  self.per_call, augment.AugmentSettings(plan.augment,
-                                                                         plan.crop_pad),
-                                  plan.forward_mode, plan.loss, plan.adapt)
+                                  self.per_call, loop.augment_settings(plan), plan.forward_mode,
+                                  plan.loss, plan.adapt)
     self.state = parallel.put_replicated(stack([state]), mesh)
     self.hparams = parallel.put_replicated(stack([hparams_lib.as_arrays(plan.hparams())]), mesh)
     self.train = parallel.put_replicated({"train": stack([train])}, mesh)

@@ -123,6 +123,11 @@ def select_settings(records: Iterable[Record],
   selected: dict[Cell, str] = {}
   for cell, by_setting in _group_by_cell_and_setting(records).items():
     best_setting, best_mean = None, -math.inf
+    if len(by_setting) == 1:  # Nothing to choose: such runs may have no validation split.
+      (setting, runs), = by_setting.items()
+      if not any(is_diverged(run) for run in runs):
+        selected[cell] = setting
+      continue
     for setting in sorted(by_setting):  # Strict '>' keeps the first of equal means.
       runs = by_setting[setting]
       if any(is_diverged(run) for run in runs):
@@ -317,11 +322,21 @@ def _method_order(rows: Sequence[dict]) -> list[str]:
   return methods
 
 
-def _markdown_grid(rows: Sequence[dict], corner: str, render) -> list[str]:
-  """A methods x shots Markdown table whose cells are ``render(row)`` ('—' for a missing cell)."""
+# A table's column axis: the record key whose values head the columns (``shots`` unless an
+# ablation sets ``COLUMN``), how a column is headed, and the plot's x label.
+COLUMN_AXES = {"shots": ("{}-shot", "shots per class"),
+               "budget": ("{} labels", "labels in all (budget)"),
+               "imbalance": ("ratio {}", "imbalance ratio (head / tail class)")}
+
+
+def _markdown_grid(rows: Sequence[dict], corner: str, render, column: str = "shots"
+                   ) -> list[str]:
+  """A methods x columns Markdown table whose cells are ``render(row)`` ('—' for a missing
+  cell)."""
   shots = sorted({row["shots"] for row in rows})
   by_key = {(row["method"], row["shots"]): row for row in rows}
-  lines = ["| " + " | ".join([corner] + [f"{k}-shot" for k in shots]) + " |",
+  heading = COLUMN_AXES[column][0]
+  lines = ["| " + " | ".join([corner] + [heading.format(k) for k in shots]) + " |",
            "|---" * (len(shots) + 1) + "|"]
   for method in _method_order(rows):
     cells = [_escape(render(by_key[method, k])) if (method, k) in by_key else "—" for k in shots]
@@ -345,7 +360,7 @@ def _legend(metric: str, baseline: str | None) -> str:
 
 
 def format_markdown(rows: Sequence[dict], metric: str, command: str, title: str,
-                    notes: str = "") -> str:
+                    notes: str = "", column: str = "shots") -> str:
   """Markdown report: title, the producing command, then per dataset a results and a settings table.
 
   Results: rows = methods (baseline first), columns = shots ascending. The
@@ -360,9 +375,10 @@ def format_markdown(rows: Sequence[dict], metric: str, command: str, title: str,
   for dataset in dict.fromkeys(row["dataset"] for row in rows):
     dataset_rows = [row for row in rows if row["dataset"] == dataset]
     lines += ["", f"## {dataset}", ""]
-    lines += _markdown_grid(dataset_rows, "method", lambda row: _format_cell(row, metric))
+    lines += _markdown_grid(dataset_rows, "method", lambda row: _format_cell(row, metric),
+                            column)
     lines += ["", f"Selected setting per cell ({dataset}):", ""]
-    lines += _markdown_grid(dataset_rows, "method", _format_setting)
+    lines += _markdown_grid(dataset_rows, "method", _format_setting, column)
     lines += _pretraining_note(dataset_rows)
     edges = [row for row in dataset_rows if row.get("edge")]
     if edges:
@@ -398,7 +414,8 @@ def write_csv(rows: Sequence[dict], path: str) -> None:
       writer.writerow({key: "" if value is None else value for key, value in row.items()})
 
 
-def plot_accuracy_vs_shots(rows: Sequence[dict], path: str, metric: str = TABLE_METRIC) -> None:
+def plot_accuracy_vs_shots(rows: Sequence[dict], path: str, metric: str = TABLE_METRIC,
+                           column: str = "shots") -> None:
   """PNG with one panel per dataset: mean metric vs shots per class, 95% CI error bars, one line per method."""
   # Lazy import and an explicit Agg canvas: no display needed, and no global pyplot state touched.
   from matplotlib.backends.backend_agg import FigureCanvasAgg
@@ -429,7 +446,7 @@ def plot_accuracy_vs_shots(rows: Sequence[dict], path: str, metric: str = TABLE_
       ax.xaxis.set_major_formatter(ScalarFormatter())
       ax.xaxis.set_minor_formatter(NullFormatter())
     ax.set_title(dataset)
-    ax.set_xlabel("shots per class")
+    ax.set_xlabel(COLUMN_AXES[column][1])
     ax.set_ylabel(_metric_label(metric))
     ax.grid(True, alpha=0.3)
     ax.legend(fontsize="small")
@@ -440,18 +457,25 @@ def plot_accuracy_vs_shots(rows: Sequence[dict], path: str, metric: str = TABLE_
 
 def write_report(records: Iterable[Record], out_prefix: str, command: str, title: str,
                  baseline: str | None, metric: str = TABLE_METRIC,
-                 notes: str = "") -> dict[str, str]:
-  """Write <out_prefix>.md, .csv and .png for a sweep; returns their paths by kind."""
-  records = list(records)
+                 notes: str = "", column: str = "shots") -> dict[str, str]:
+  """Write <out_prefix>.md, .csv and .png for a sweep; returns their paths by kind.
+
+  ``column``: the record key of the column axis (COLUMN_AXES); its values stand in the
+  records' ``shots`` place (label budgets, imbalance ratios)."""
+  if column not in COLUMN_AXES:
+    raise ValueError(f"column {column!r} is unknown; known: {sorted(COLUMN_AXES)}")
+  records = [record if column == "shots" else {**record, "shots": record[column]}
+             for record in records]
   rows = build_table(records, metric=metric, baseline=baseline)
   paths = {"markdown": f"{out_prefix}.md", "csv": f"{out_prefix}.csv", "plot": f"{out_prefix}.png"}
   _ensure_parent(paths["markdown"])
-  storage.write_text(paths["markdown"], format_markdown(rows, metric, command, title, notes)
-                     + _leaders_section(records, metric) + _split_sizes(records)
+  storage.write_text(paths["markdown"], format_markdown(rows, metric, command, title, notes,
+                                                       column)
+                     + _leaders_section(records, metric, column) + _split_sizes(records, column)
                      + _divergence_note(records))
   failpoints.hit("report.write")  # The chaos test kills here: a report half rewritten.
   write_csv(rows, paths["csv"])
-  plot_accuracy_vs_shots(rows, paths["plot"], metric)
+  plot_accuracy_vs_shots(rows, paths["plot"], metric, column)
   return paths
 
 
@@ -478,7 +502,7 @@ def leaders(records: Sequence[Record], metric: str = TABLE_METRIC) -> list[dict]
   return result
 
 
-def _leaders_section(records: Sequence[Record], metric: str) -> str:
+def _leaders_section(records: Sequence[Record], metric: str, column: str = "shots") -> str:
   rows = leaders(records, metric)
   if not rows:
     return ""
@@ -490,20 +514,21 @@ def _leaders_section(records: Sequence[Record], metric: str) -> str:
     gap = ("" if row["diff_mean"] is None else
            f" by {row['diff_mean'] * scale:+.{digits}f} ± {row['diff_half_width'] * scale:.{digits}f}"
            f"{'*' if row['significant'] else ' (n.s.)'}")
-    lines.append(f"- {row['dataset']}, {row['shots']}-shot: **{row['best']}** "
+    heading = COLUMN_AXES[column][0].format(row["shots"])
+    lines.append(f"- {row['dataset']}, {heading}: **{row['best']}** "
                  f"{row['best_mean'] * scale:.{digits}f}, ahead of {row['runner_up']} "
                  f"{row['runner_up_mean'] * scale:.{digits}f}{gap}")
   return "\n".join(lines) + "\n"
 
 
-def _split_sizes(records: Sequence[Record]) -> str:
+def _split_sizes(records: Sequence[Record], column: str = "shots") -> str:
   """Which examples the numbers rest on: classes, and train / val / test sizes per run."""
   lines = ["", "## Split sizes", ""]
   for dataset in dict.fromkeys(r["dataset"] for r in records):
     runs = [r for r in records if r["dataset"] == dataset and "num_train" in r]
     if not runs:
       continue
-    train = ", ".join(f"{shots}-shot: {n}" for shots, n in sorted(
+    train = ", ".join(f"{COLUMN_AXES[column][0].format(shots)}: {n}" for shots, n in sorted(
         {(r["shots"], r["num_train"]) for r in runs}))
     vals = sorted({r["num_val"] for r in runs})
     tests = sorted({r["num_test"] for r in runs})

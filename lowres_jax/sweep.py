@@ -8,7 +8,9 @@ An ablation config defines ``get_config()`` (the base run) and ``get_sweep()`` (
 override dicts built with ``product``/``zip_axes``/``axis``), and may set ``TUNED`` (override
 keys that form each method's tuning grid; the report selects them on validation accuracy),
 ``BASELINE`` (the method the others are compared with), ``TITLE`` and ``NOTES`` (what the
-tables show, in words, printed above them).
+tables show, in words, printed above them), ``METRIC`` (the test metric tabled;
+``test/accuracy`` by default) and ``COLUMN`` (the summary key heading the columns: ``shots``,
+``budget`` or ``imbalance``).
 
 Runs whose static plans agree (they differ only in seed, method label and traced
 hyperparameters) form a group that trains stacked under ``jax.vmap`` with one compiled step.
@@ -196,6 +198,8 @@ def _run_groups(module: ModuleType, runs: list[SweepRun], config_path: str, work
       "baseline": getattr(module, "BASELINE", None),
       "title": getattr(module, "TITLE", os.path.basename(config_path)),
       "notes": getattr(module, "NOTES", ""),
+      "metric": getattr(module, "METRIC", "test/accuracy"),
+      "column": getattr(module, "COLUMN", "shots"),
       "runs": [{"name": r.name, "overrides": r.overrides} for r in runs],
   }
   name = SWEEP_FILE if shard_spec[1] == 1 else f"sweep-shard{shard_spec[0]}of{shard_spec[1]}.json"
@@ -277,7 +281,9 @@ def write_sweep_report(workdir: str, out_prefix: str | None = None, command: str
     raise FileNotFoundError(f"no finished runs in {workdir} to report")
   return report.write_report(records, out_prefix or os.path.join(workdir, "report"),
                              command=command or sweep.get("command", ""), title=sweep["title"],
-                             baseline=sweep.get("baseline"), notes=sweep.get("notes", ""))
+                             baseline=sweep.get("baseline"), notes=sweep.get("notes", ""),
+                             metric=sweep.get("metric", "test/accuracy"),
+                             column=sweep.get("column", "shots"))
 
 
 def resolve_vmap(choice: str) -> bool:

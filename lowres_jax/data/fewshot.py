@@ -47,9 +47,20 @@ class SplitManifest:
   # Unlabelled examples of the training split (distillation's pool): their inputs are used,
   # never their labels. Empty unless the run asks for a pool.
   pool_ids: tuple[int, ...] = ()
+  # Long-tail sets: head-to-tail ratio of the class profile (1.0: every class ``shots``).
+  imbalance: float = 1.0
+  train_per_class: tuple[int, ...] = ()  # Long-tail sets: the profile drawn, class by class.
+  # Label-budget runs (train/selection.py): the strategy's settings and candidates' sha256.
+  selection: dict | None = None
 
   def to_json(self) -> dict:
     record = dataclasses.asdict(self)
+    if self.selection is None:
+      del record["selection"]
+    if self.imbalance == 1.0:  # Balanced manifests keep the form they had before long tails.
+      del record["imbalance"], record["train_per_class"]
+    else:
+      record["train_per_class"] = list(self.train_per_class)
     record["train_ids"], record["val_ids"] = list(self.train_ids), list(self.val_ids)
     if self.pool_ids:
       record["pool_ids"], record["pool_sha256"] = list(self.pool_ids), ids_sha256(self.pool_ids)
@@ -68,14 +79,32 @@ def ids_sha256(ids: Sequence[int]) -> str:
   return hashlib.sha256(",".join(str(int(i)) for i in ids).encode()).hexdigest()
 
 
+def long_tail_profile(shots: int, num_classes: int, imbalance: float) -> list[int]:
+  """Training examples per class of a long-tail set: ``shots`` for the first class, decaying
+  exponentially to ``shots / imbalance`` for the last (Cao et al. 2019's profile,
+  n_i = shots * imbalance^(-i / (C - 1))), rounded down, at least 1."""
+  if imbalance < 1.0:
+    raise ShotsError(f"imbalance = {imbalance} must be >= 1 (head / tail class size)")
+  if num_classes == 1 or imbalance == 1.0:
+    return [shots] * num_classes
+  return [max(1, int(np.floor(shots * imbalance ** (-i / (num_classes - 1)) + 1e-9)))
+          for i in range(num_classes)]
+
+
 def draw_manifest(pool: Examples, dataset: str, classes: Sequence[int], shots: int,
-                  val_per_class: int, seed: int) -> SplitManifest:
-  """Draws ``shots`` training and ``val_per_class`` validation examples per class.
+                  val_per_class: int, seed: int, imbalance: float = 1.0) -> SplitManifest:
+  """Draws ``shots`` training and ``val_per_class`` validation examples per class (with
+  ``imbalance`` > 1, ``long_tail_profile``'s count for each class, in the task's class order:
+  the first class is the head).
 
   Each class is permuted by its own generator seeded with (seed, class), so adding a class to
   the task leaves the other classes' examples unchanged. Validation examples come first in the
   permutation, so growing ``shots`` keeps the same validation set and nests the training sets.
   """
+  if imbalance != 1.0 and shots == ALL_SHOTS:
+    raise ShotsError("a long-tail set (imbalance != 1) needs config.data.shots = the head "
+                     "class's count, not -1")
+  per_class = long_tail_profile(shots, len(classes), imbalance)
   present = np.unique(pool.labels)
   absent = [int(c) for c in classes if c not in present]
   if absent:
@@ -83,22 +112,23 @@ def draw_manifest(pool: Examples, dataset: str, classes: Sequence[int], shots: i
         f"config.data.classes names {absent}, which the training split of {dataset} does not "
         f"have; its classes are {_describe_labels(present)}. Pick classes from those.")
   train_ids, val_ids = [], []
-  for label in classes:
+  for label, class_shots in zip(classes, per_class):
     class_ids = np.sort(pool.ids[pool.labels == label])
-    wanted = val_per_class + (0 if shots == ALL_SHOTS else shots)
+    wanted = val_per_class + (0 if shots == ALL_SHOTS else class_shots)
     if len(class_ids) < wanted or len(class_ids) == 0:
       raise ShotsError(
           f"class {label} of {dataset} has {len(class_ids)} training examples, but "
-          f"shots={shots} + val_per_class={val_per_class} = {wanted} were asked. Lower "
+          f"shots={class_shots} + val_per_class={val_per_class} = {wanted} were asked. Lower "
           "config.data.shots or config.data.val_per_class.")
     order = np.random.default_rng([seed, int(label)]).permutation(len(class_ids))
     permuted = class_ids[order]
     val_ids.extend(permuted[:val_per_class].tolist())
-    end = len(permuted) if shots == ALL_SHOTS else val_per_class + shots
+    end = len(permuted) if shots == ALL_SHOTS else val_per_class + class_shots
     train_ids.extend(permuted[val_per_class:end].tolist())
   return SplitManifest(dataset=dataset, classes=tuple(int(c) for c in classes), shots=shots,
                        val_per_class=val_per_class, seed=seed, train_ids=tuple(train_ids),
-                       val_ids=tuple(val_ids))
+                       val_ids=tuple(val_ids), imbalance=float(imbalance),
+                       train_per_class=tuple(per_class) if imbalance != 1.0 else ())
 
 
 # Seeds the pool's draw apart from the classes' draws (which use (seed, class)).

@@ -62,6 +62,16 @@ class TextTokenizer:
     with open(path, encoding="utf-8") as f:
       return cls(f.read(), source=path)
 
+  def mask_token_id(self) -> int:
+    """The id of the mask token (BERT's ``[MASK]``, RoBERTa's ``<mask>``), which masking
+    augmentation writes."""
+    for token in ("[MASK]", "<mask>"):
+      token_id = self.tokenizer.token_to_id(token)
+      if token_id is not None:
+        return int(token_id)
+    raise TokenizerError(f"the tokenizer {self.source or '(in memory)'} has no [MASK] or "
+                         "<mask> token, which augmentation 'token_mask' writes; drop that op")
+
   def _fixed(self, max_length: int) -> Tokenizer:
     """A copy truncating and padding to exactly ``max_length`` (stride 0, so overflow counts)."""
     if max_length not in self._fixed_by_length:

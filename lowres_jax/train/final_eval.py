@@ -17,6 +17,7 @@ import numpy as np
 from lowres_jax import parallel
 from lowres_jax.compress import distill
 from lowres_jax.data import sources
+from lowres_jax.eval import imbalance
 from lowres_jax.train import features as features_lib
 from lowres_jax.train import methods
 from lowres_jax.train import probes as probes_lib
@@ -105,7 +106,8 @@ def evaluate(plan: RunPlan, evaluator: Evaluator, stacked_variables: dict,
 def evaluate_with_logits(plan: RunPlan, evaluator: Evaluator, stacked_variables: dict,
                          task) -> tuple[list[dict], np.ndarray]:
   """Validation and test metrics of stacked variables, and their test logits (runs, N,
-  classes). When all runs share one backbone (nothing trained but the heads), their logits
+  classes; before any post-hoc adjustment, which only the metrics see). A long-tail run's
+  test metrics include its many/medium/few-shot groups (eval/imbalance.py). When all runs share one backbone (nothing trained but the heads), their logits
   come from cached features (train/features.py)."""
   variables = parallel.fetch(stacked_variables)
   fingerprint = features_lib.shared_fingerprint(variables)
@@ -122,15 +124,25 @@ def evaluate_with_logits(plan: RunPlan, evaluator: Evaluator, stacked_variables:
     return np.stack([features_lib.head_logits(f, unstack(variables["params"], i, keepdims=True))[0]
                      for i, f in enumerate(features)])
 
+  counts = [imbalance.class_counts(train.labels, task.num_classes) for train in task.trains]
+
+  def predicted(logits: np.ndarray, run: int) -> np.ndarray:
+    """What the run predicts from: its logits, post-hoc adjusted when the config asks."""
+    if not plan.logit_adjust:
+      return logits
+    return imbalance.adjust_logits(logits, counts[run], plan.logit_adjust)
+
   results = [{} for _ in task.vals]
   if len(task.vals[0]):
     val_logits = split_logits(task.vals, plan.train_split, shared=False)
     for i, val in enumerate(task.vals):
-      results[i].update(split_metrics(val_logits[i], val.labels, task.num_classes, "val"))
+      results[i].update(split_metrics(predicted(val_logits[i], i), val.labels,
+                                      task.num_classes, "val"))
   test_logits = split_logits([task.test], plan.test_split, shared=True)
   for i in range(len(task.vals)):
-    results[i].update(split_metrics(test_logits[i], task.test.labels, task.num_classes,
-                                    "test"))
+    logits = predicted(test_logits[i], i)
+    results[i].update(split_metrics(logits, task.test.labels, task.num_classes, "test"))
+    results[i].update(imbalance.group_metrics(logits, task.test.labels, counts[i], "test"))
   return results, test_logits
 
 

@@ -30,6 +30,19 @@ TRACED: dict[str, str] = {
     "distill_hard": "distill.hard",                # Weight of the teacher's pseudo-labels.
     "distill_labelled": "distill.labelled",        # Weight of the labelled cross-entropy.
     "distill_mixup": "distill.mixup",              # Mixup alpha of the unlabelled pool inputs.
+    # Augmentation strengths (data/augment.py, data/text_augment.py).
+    "aug_magnitude": "augment.magnitude",    # Fraction of each image op's maximum strength.
+    "aug_crop_scale": "augment.crop_scale",  # Smallest area fraction of resized_crop.
+    "aug_mixup": "augment.mixup",            # Mixup's Beta alpha.
+    "aug_cutmix": "augment.cutmix",          # CutMix's Beta alpha.
+    "aug_delete": "augment.delete",          # Text: per-token rates of the EDA-style ops.
+    "aug_swap": "augment.swap",
+    "aug_insert": "augment.insert",
+    "aug_mask": "augment.mask",
+    # Class-imbalance losses (train/losses.py).
+    "cb_beta": "train.cb_beta",          # Class-balanced loss: effective-number beta.
+    "la_tau": "train.la_tau",            # Logit-adjusted loss: tau of the log-prior offset.
+    "focal_gamma": "train.focal_gamma",  # Focal loss: gamma.
 }
 # Values of the keys above that a config may leave out.
 DEFAULTS: dict[str, float] = {
@@ -38,12 +51,22 @@ DEFAULTS: dict[str, float] = {
     "adapt.lpft_probe": 0.5,
     "distill.kl": 1.0, "distill.temperature": 1.0, "distill.hard": 0.0, "distill.labelled": 1.0,
     "distill.mixup": 0.0,
+    "augment.magnitude": 0.5, "augment.crop_scale": 0.35, "augment.mixup": 0.2,
+    "augment.cutmix": 1.0, "augment.delete": 0.1, "augment.swap": 0.1, "augment.insert": 0.1,
+    "augment.mask": 0.1,
+    "train.cb_beta": 0.999, "train.la_tau": 1.0, "train.focal_gamma": 2.0,
 }
 
 
 # Per-run vector beside the scalars: the multipliers of ``config.adapt.lr_groups`` (one per regex;
 # the regexes are static). Present only in runs that set groups.
 GROUP_SCALES = "lr_group_scales"
+
+
+def group_defaults(group: str) -> dict[str, float]:
+  """The traced keys of one config group at their defaults: {'magnitude': 0.5, ...}."""
+  prefix = group + "."
+  return {key[len(prefix):]: value for key, value in DEFAULTS.items() if key.startswith(prefix)}
 
 
 def config_keys() -> tuple[str, ...]:

@@ -28,7 +28,7 @@ from lowres_jax.data import augment, fewshot, sources, text_sources
 from lowres_jax.models import build_model, lora as lora_lib
 from lowres_jax.train import features as features_lib
 from lowres_jax.train import head_init, hparams as hparams_lib, interrupt, methods, optim
-from lowres_jax.train import final_eval
+from lowres_jax.train import final_eval, selection
 from lowres_jax.train import step as step_lib
 from lowres_jax.train.compiled import CompileCache
 from lowres_jax.train.evaluate import Evaluator, split_metrics
@@ -110,15 +110,23 @@ class _Task:
   optim_spec: optim.OptimSpec
 
 
-def _prepare_task(configs, plans: list[RunPlan], workdirs: list[str]) -> _Task:
-  """Draws each run's split (writing config.json and split.json) and builds the model."""
+def _prepare_task(configs, plans: list[RunPlan], workdirs: list[str], embed_pretrained
+                  ) -> _Task:
+  """Draws each run's split (writing config.json and split.json) and builds the model.
+
+  ``embed_pretrained(model)`` returns ``embed(run_index, examples)``: the pretrained model's
+  ``pre_logits``, which label-budget strategies choose from (train/selection.py)."""
   plan = plans[0]
   parallel.check_divisible(plan.batch_size, "config.train.batch_size")
   parallel.check_divisible(plan.eval_batch_size, "config.eval.batch_size")
   pool = load_split(plan, plan.train_split)
   test = test_examples(plan)
+  model = build_run_model(plan)
   manifests = [fewshot.draw_manifest(pool, plan.dataset, plan.classes, plan.shots,
-                                     plan.val_per_class, p.seed) for p in plans]
+                                     plan.val_per_class, p.seed, plan.imbalance) for p in plans]
+  if plan.selection.active:
+    manifests = selection.choose_training_sets(manifests, plan.selection, pool, workdirs,
+                                               embed_pretrained(model))
   if plan.pool_size:
     manifests = [fewshot.with_pool(m, pool, plan.pool_size) for m in manifests]
   for config, manifest, workdir in zip(configs, manifests, workdirs):
@@ -131,11 +139,19 @@ def _prepare_task(configs, plans: list[RunPlan], workdirs: list[str]) -> _Task:
              ] if plan.pool_size else [],
       vals=[fewshot.select(pool, m.val_ids, plan.classes) for m in manifests], test=test,
       num_classes=len(plan.classes), total_steps=total_steps,
-      model=build_run_model(plan),
+      model=model,
       optim_spec=optim.OptimSpec(
           name=plan.optimizer, momentum=plan.momentum,
           warmup_steps=int(plan.warmup * total_steps), total_steps=total_steps,
           grad_clip=plan.grad_clip, freeze=plan.freeze))
+
+
+def augment_settings(plan: RunPlan) -> augment.AugmentSettings:
+  """The static part of the run's augmentation (the strengths are traced hyperparameters)."""
+  mask_token = (text_sources.get_tokenizer(plan.tokenizer).mask_token_id()
+                if plan.tokenizer and "token_mask" in plan.augment else -1)
+  return augment.AugmentSettings(plan.augment, plan.crop_pad, num_classes=len(plan.classes),
+                                 num_ops=plan.augment_ops, mask_token=mask_token)
 
 
 def build_run_model(plan: RunPlan, qat: bool = True):
@@ -184,7 +200,21 @@ def _train_unfinished(configs, plans: list[RunPlan], workdirs: list[str], cache:
   compile_seconds_before = cache.compile_seconds
   plan = plans[0]
   mesh = parallel.make_mesh()
-  task = _prepare_task(configs, plans, workdirs)
+
+  def embed_pretrained(model):
+    evaluator = Evaluator(model, plan.eval_batch_size, mesh, cache)
+    pretrained = _pretrained_per_run(plans, cache, show_progress)
+
+    def embed(i: int, examples: sources.Examples) -> np.ndarray:
+      sample = {k: v[:1] for k, v in examples.inputs().items()}
+      variables = _anchor_variables(model, plans[i], sample, pretrained[i])
+      fingerprint = features_lib.shared_fingerprint(
+          jax.tree.map(lambda leaf: np.asarray(leaf)[None], variables))
+      return final_eval.cached_features(plans[i], evaluator, variables, fingerprint,
+                                        plan.train_split, examples)
+    return embed
+
+  task = _prepare_task(configs, plans, workdirs, embed_pretrained)
   sample = {k: v[:1] for k, v in task.trains[0].inputs().items()}
   fresh = [_initial_state(task.model, task.optim_spec, p, sample) for p in plans]
   managers = [checkpoint.make_manager(w, plan.keep_checkpoints) for w in workdirs]
@@ -284,8 +314,8 @@ def _run_steps(plans: list[RunPlan], task: _Task, state, step: int, mesh, cache:
     chunk = min(plan.log_every, task.total_steps - step)
     per_call = min(step_lib.steps_per_call(plan.log_every), chunk)
     spec = step_lib.StepSpec(task.model, task.optim_spec, plan.batch_size, per_call,
-                             augment.AugmentSettings(plan.augment, plan.crop_pad),
-                             plan.forward_mode, plan.loss, plan.adapt, distill_spec)
+                             augment_settings(plan), plan.forward_mode, plan.loss, plan.adapt,
+                             distill_spec, plan.sampler)
     compiled = _compiled_chunk(spec, mesh, cache, state, hparams, examples, frozen)
     chunk_start = time.perf_counter()
     outputs = []
@@ -393,12 +423,14 @@ def _initial_state(model, optim_spec: optim.OptimSpec, plan: RunPlan, sample: di
                     extra=jax.device_get(extra))
 
 
-def _anchor_variables(model, plan: RunPlan, sample: dict, pretrained: init_lib.Loaded) -> dict:
+def _anchor_variables(model, plan: RunPlan, sample: dict,
+                      pretrained: init_lib.Loaded | None) -> dict:
   """The pretrained model's variables as the model holds them (its head freshly initialised
-  from the first run's seed; no method reads the anchor's head)."""
+  from the first run's seed; no method reads the anchor's head). A scratch run has no
+  pretrained weights: its fresh initialisation is returned."""
   init_key, _ = jax.random.split(jax.random.PRNGKey(plan.seed))
   variables = jax.device_get(_init_variables(model, init_key, sample))
-  return init_lib.merge(variables, pretrained, plan.init)
+  return variables if pretrained is None else init_lib.merge(variables, pretrained, plan.init)
 
 
 def _fit_head(plan: RunPlan, kind: str, variables: dict, train: sources.Examples,
@@ -496,7 +528,9 @@ def _log_validation(evaluator, variables, vals, num_classes, step, writers) -> N
 def _summary(plan: RunPlan, manifest, total_steps, num_test, final, timing) -> dict:
   return {
       "method": plan.method, "seed": plan.seed, "dataset": plan.dataset,
-      "classes": list(plan.classes), "shots": plan.shots, "model": plan.model_name,
+      "classes": list(plan.classes), "shots": plan.shots, "imbalance": plan.imbalance,
+      "budget": plan.selection.budget, "selection": plan.selection.strategy,
+      "model": plan.model_name,
       "init": dataclasses.asdict(plan.init), "pretrained": source_identity(plan),
       "hparams": plan.hparams(), "steps": total_steps,
       "num_train": len(manifest.train_ids), "num_val": len(manifest.val_ids),

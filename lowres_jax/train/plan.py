@@ -19,6 +19,7 @@ from lowres_jax.compress.prune import CONFIG_DEFAULTS as PRUNE_DEFAULTS, PruneSp
 from lowres_jax.compress.quantize import CONFIG_DEFAULTS as QUANTIZE_DEFAULTS, QuantizeSpec
 from lowres_jax.config import ConfigError, TrackedConfig, parse_duration
 from lowres_jax.data.augment import AUGMENTATIONS
+from lowres_jax.data.text_augment import TEXT_AUGMENTATIONS
 from lowres_jax.data.fewshot import ALL_SHOTS
 from lowres_jax.models import MODELS
 from lowres_jax.train import hparams as hparams_lib
@@ -28,9 +29,10 @@ from lowres_jax.train.probes import PROBES
 from lowres_jax.train.methods import METHODS, AdaptSpec, config_defaults
 
 REFIT_HEADS = ("class_means", "ridge", "logistic")  # Those that read the labelled examples.
-from lowres_jax.train.losses import LOSSES
+from lowres_jax.train.losses import LOSS_HPARAMS, LOSSES
+from lowres_jax.train.selection import CONFIG_DEFAULTS as SELECTION_DEFAULTS, SelectionSpec
 from lowres_jax.train.optim import OPTIMIZERS
-from lowres_jax.train.step import FORWARD_MODES
+from lowres_jax.train.step import FORWARD_MODES, SAMPLERS
 from lowres_jax.weights.init import InitError, InitSpec
 
 
@@ -47,6 +49,8 @@ class RunPlan:
   classes: tuple[int, ...]
   shots: int
   val_per_class: int
+  imbalance: float      # Long-tail training sets: head / tail class size (1: balanced).
+  selection: SelectionSpec  # Label-budget runs (train/selection.py); strategy '' is off.
   train_split: str
   test_split: str
   tokenizer: str        # Text datasets: tokenizer.json path or package:/hf: spec; '' for images.
@@ -68,8 +72,10 @@ class RunPlan:
   duration: str | int
   augment: tuple[str, ...]
   crop_pad: int
+  augment_ops: int   # RandAugment's ops per example (config.augment.num_ops).
   forward_mode: str
   loss: str
+  sampler: str       # 'uniform' or 'class_balanced' batches (train/step.py).
   head_init: str
   head_scale: float
   head_l2: float     # Penalty of the fitted heads (head_init / head_refit 'ridge', 'logistic').
@@ -85,6 +91,8 @@ class RunPlan:
   eval_batch_size: int
   eval_every: int
   eval_probes: tuple[str, ...]  # Probes fitted on the final embeddings (train/probes.py).
+  # Post-hoc logit adjustment: validation and test logits minus tau * log(training prior).
+  logit_adjust: float
   log_every: int
   checkpoint_every: int
   keep_checkpoints: int
@@ -129,7 +137,10 @@ def read_plan(config: ml_collections.ConfigDict, reads: set[str] | None = None) 
       group_scales=group_scales,
       dataset=c.data.name, data_dir=c.data.data_dir,
       classes=tuple(int(k) for k in _tuple(c.data.classes)), shots=int(c.data.shots),
-      val_per_class=int(c.data.val_per_class), train_split=c.data.train_split,
+      val_per_class=int(c.data.val_per_class),
+      imbalance=float(_optional(c.data, "imbalance", 1.0)),
+      selection=_read_selection(c),
+      train_split=c.data.train_split,
       tokenizer=_optional(c.data, "tokenizer", ""),
       max_length=int(_optional(c.data, "max_length", 0)),
       label_template=_optional(c.data, "label_template", "{}"),
@@ -142,8 +153,10 @@ def read_plan(config: ml_collections.ConfigDict, reads: set[str] | None = None) 
       grad_clip=float(c.optim.grad_clip), freeze=c.freeze,
       batch_size=int(c.train.batch_size), duration=c.train.duration,
       augment=tuple(_tuple(c.train.augment)) if c.train.augment else (),
-      crop_pad=int(c.train.crop_pad), forward_mode=c.train.forward_mode,
+      crop_pad=int(c.train.crop_pad), augment_ops=_read_augment(c),
+      forward_mode=c.train.forward_mode,
       loss=_optional(c.train, "loss", "cross_entropy"),
+      sampler=_optional(c.train, "sampler", "uniform"),
       head_init=_optional(c, "head_init", "zero"),
       head_scale=float(_optional(c, "head_scale", 10.0)),
       head_l2=float(_optional(c, "head_l2", 1e-3)),
@@ -154,6 +167,7 @@ def read_plan(config: ml_collections.ConfigDict, reads: set[str] | None = None) 
       quantize=_read_switched(c, "quantize", QUANTIZE_DEFAULTS, "mode", QuantizeSpec),
       eval_batch_size=int(c.eval.batch_size), eval_every=int(c.eval.every),
       eval_probes=tuple(_tuple(_optional(c.eval, "probes", ()) or ())),
+      logit_adjust=float(_optional(c.eval, "logit_adjust", 0.0)),
       log_every=int(c.log_every), checkpoint_every=int(c.checkpoint_every),
       keep_checkpoints=int(c.keep_checkpoints))
   if "pipeline" in c and tuple(c.pipeline):
@@ -246,6 +260,48 @@ def _read_adapt(c: TrackedConfig, init: InitSpec) -> tuple[AdaptSpec, tuple[floa
                       f"{sorted(set(methods) & {'l2sp', 'delta', 'wise_ft'})} compare with the "
                       "pretrained weights, and config.init.kind = 'scratch' has none")
   return spec, tuple(scale for _, scale in groups)
+
+
+AUGMENT_STATIC_DEFAULTS = {"num_ops": 2}
+
+
+def augment_defaults() -> dict:
+  """config.augment as a config that leaves it out reads it."""
+  return {**hparams_lib.group_defaults("augment"), **AUGMENT_STATIC_DEFAULTS}
+
+
+def _read_augment(c: TrackedConfig) -> int:
+  """config.augment: the ops' traced strengths (read with the other traced keys) and RandAugment's
+  static number of ops per example, which is returned."""
+  if "augment" not in c:
+    return AUGMENT_STATIC_DEFAULTS["num_ops"]
+  traced = {key.split(".", 1)[1] for key in hparams_lib.TRACED.values()
+            if key.startswith("augment.")}
+  unknown = sorted(set(c.augment.to_dict()) - traced - set(AUGMENT_STATIC_DEFAULTS))
+  if unknown:
+    raise ConfigError(f"config.augment has unknown key(s) {unknown}; known: "
+                      f"{sorted(traced | set(AUGMENT_STATIC_DEFAULTS))}")
+  c.augment.mark_all_read()
+  num_ops = int(_optional(c.augment, "num_ops", AUGMENT_STATIC_DEFAULTS["num_ops"]))
+  if num_ops < 1:
+    raise ConfigError(f"config.augment.num_ops = {num_ops} must be >= 1")
+  return num_ops
+
+
+def _read_selection(c: TrackedConfig) -> SelectionSpec:
+  """config.data.selection: a label budget chosen by a strategy (train/selection.py)."""
+  if "selection" not in c.data:
+    return SelectionSpec()
+  settings = c.data.selection.to_dict()
+  unknown = sorted(set(settings) - set(SELECTION_DEFAULTS))
+  if unknown:
+    raise ConfigError(f"config.data.selection has unknown key(s) {unknown}; known: "
+                      f"{sorted(SELECTION_DEFAULTS)}")
+  c.data.selection.mark_all_read()
+  try:
+    return SelectionSpec(**{**SELECTION_DEFAULTS, **settings})
+  except (ValueError, TypeError) as error:
+    raise ConfigError(f"config.data.selection: {error}") from None
 
 
 def _read_distill(c: TrackedConfig) -> dict[str, Any]:
@@ -346,8 +402,32 @@ def _validate(plan: RunPlan) -> None:
   if not 0.0 <= plan.warmup < 1.0:
     raise ConfigError(f"config.optim.warmup = {plan.warmup} is the warm-up fraction of training; "
                       "it must be in [0, 1)")
-  if plan.shots != ALL_SHOTS and plan.shots < 1:
+  if plan.selection.active:
+    if plan.shots != 0:
+      raise ConfigError(f"config.data.selection.strategy = {plan.selection.strategy!r} labels "
+                        f"budget = {plan.selection.budget} examples in all: set "
+                        f"config.data.shots = 0 (it is {plan.shots})")
+    if plan.imbalance != 1.0:
+      raise ConfigError("config.data.imbalance shapes a k-shot draw per class; a label-budget "
+                        "run (config.data.selection) chooses its own: leave imbalance at 1")
+  elif plan.shots != ALL_SHOTS and plan.shots < 1:
     raise ConfigError(f"config.data.shots = {plan.shots}: use a positive count, or -1 for all")
+  if plan.imbalance < 1.0:
+    raise ConfigError(f"config.data.imbalance = {plan.imbalance} is the head / tail class size "
+                      "ratio: it must be >= 1 (1: balanced)")
+  if plan.imbalance != 1.0 and plan.shots == ALL_SHOTS:
+    raise ConfigError("config.data.imbalance > 1 needs config.data.shots = the head class's "
+                      "count (not -1)")
+  _check_named(plan.sampler, SAMPLERS, "config.train.sampler")
+  if plan.logit_adjust < 0:
+    raise ConfigError(f"config.eval.logit_adjust = {plan.logit_adjust} must be >= 0 (0: off)")
+  traced = plan.hparams()
+  for loss, key in LOSS_HPARAMS.items():
+    name = next(n for n, k in hparams_lib.TRACED.items() if k == key)
+    if loss != plan.loss and traced[name] != hparams_lib.DEFAULTS[key]:
+      raise ConfigError(f"config.{key} = {traced[name]} is read by the {loss!r} loss, but "
+                        f"config.train.loss = {plan.loss!r}; set the loss or leave the key at "
+                        f"its default {hparams_lib.DEFAULTS[key]}")
   if plan.val_per_class < 0:
     raise ConfigError(f"config.data.val_per_class = {plan.val_per_class} must be >= 0")
   if plan.train_split == plan.test_split:
@@ -373,14 +453,17 @@ def _validate(plan: RunPlan) -> None:
   if plan.head_init == "label_names" and not plan.tokenizer:
     raise ConfigError("config.head_init = 'label_names' embeds the class names as text: it "
                       "needs a text encoder and config.data.tokenizer")
-  if plan.augment and plan.tokenizer:
-    raise ConfigError(f"config.train.augment = {plan.augment} are image augmentations; a text "
-                      "dataset takes none (set it to ())")
+  for name in plan.augment:
+    _check_named(name, AUGMENTATIONS, "config.train.augment")
+  wrong_kind = [n for n in plan.augment if (n in TEXT_AUGMENTATIONS) != bool(plan.tokenizer)]
+  if wrong_kind:
+    kind, other = ("a text", "image") if plan.tokenizer else ("an image", "text")
+    raise ConfigError(f"config.train.augment names {wrong_kind}, {other} augmentations, for "
+                      f"{kind} dataset; its ops are "
+                      f"{sorted(n for n in AUGMENTATIONS if (n in TEXT_AUGMENTATIONS) == bool(plan.tokenizer))}")
   _check_named(plan.model_name, MODELS, "config.model.name")
   _check_model(plan)
   _check_distill(plan)
-  for name in plan.augment:
-    _check_named(name, AUGMENTATIONS, "config.train.augment")
   if plan.init.kind == "source":
     source_dataset, source_classes = plan.source.data.name, set(_tuple(plan.source.data.classes))
     if source_dataset == plan.dataset and source_classes & set(plan.classes):

@@ -40,15 +40,34 @@ class StepSpec:
   loss: str = "cross_entropy"  # A name in losses.LOSSES.
   adapt: methods.AdaptSpec = methods.AdaptSpec()
   distill: distill.DistillSpec = distill.DistillSpec()
+  # 'uniform' draws batch examples uniformly; 'class_balanced' draws each class equally often
+  # (each example with probability 1 / (classes present * its class's count)).
+  sampler: str = "uniform"
 
 
 def steps_per_call(log_every: int) -> int:
   return 1 if jax.default_backend() == "cpu" else log_every
 
 
+SAMPLERS = ("uniform", "class_balanced")
+
+
 def sample_batch_indices(key: jax.Array, num_examples: int, batch_size: int) -> jax.Array:
   """A batch drawn without replacement, or with replacement when the set is smaller."""
   return jax.random.choice(key, num_examples, (batch_size,), replace=batch_size > num_examples)
+
+
+def class_counts(labels: jax.Array, num_classes: int) -> jax.Array:
+  """Examples per class of the (on-device) training set, as floats."""
+  return jnp.zeros(num_classes, jnp.float32).at[labels].add(1.0)
+
+
+def class_balanced_indices(key: jax.Array, labels: jax.Array, num_classes: int,
+                           batch_size: int) -> jax.Array:
+  """A batch (with replacement) in which every class present is equally likely."""
+  counts = class_counts(labels, num_classes)
+  probabilities = 1.0 / (counts[labels] * jnp.sum(counts > 0))
+  return jax.random.choice(key, labels.shape[0], (batch_size,), replace=True, p=probabilities)
 
 
 def apply_model(model: nn.Module, params, model_state: dict, batch: dict, train: bool,
@@ -75,8 +94,9 @@ def make_train_chunk(spec: StepSpec, batch_sharding: NamedSharding) -> Callable:
   train_forward = spec.forward_mode == "train"
   adapt = spec.adapt
   loss_term = losses.LOSSES[spec.loss]
+  num_classes = spec.augment.num_classes
 
-  def loss_fn(params, model_state, batch, pool_batch, hparams, dropout_key, frozen):
+  def loss_fn(params, model_state, batch, pool_batch, hparams, dropout_key, frozen, counts):
     inputs = batch
     if pool_batch is not None:  # One forward pass over both (BatchNorm sees them together).
       inputs = {k: jnp.concatenate([batch[k].astype(v.dtype), v]) for k, v in pool_batch.items()}
@@ -84,7 +104,7 @@ def make_train_chunk(spec: StepSpec, batch_sharding: NamedSharding) -> Callable:
         spec.model, params, model_state, inputs, train_forward, dropout_key)
     labelled = batch["label"].shape[0]
     logits, outputs = all_logits[:labelled], jax.tree.map(lambda x: x[:labelled], all_outputs)
-    loss = loss_term(losses.LossContext(batch, logits, outputs, params, hparams))
+    loss = loss_term(losses.LossContext(batch, logits, outputs, params, hparams, counts))
     if spec.distill.active:
       # The frozen teachers on exactly the student's inputs, in inference mode.
       teacher_logits = [jax.lax.stop_gradient(teacher.apply(variables, inputs, train=False)[0])
@@ -105,16 +125,22 @@ def make_train_chunk(spec: StepSpec, batch_sharding: NamedSharding) -> Callable:
                                                             frozen, hparams))
     return loss + penalty, new_model_state
 
-  def sample(key, examples, batch_size):
-    index = sample_batch_indices(key, jax.tree.leaves(examples)[0].shape[0], batch_size)
+  def sample(key, examples, batch_size, balanced=False):
+    if balanced:
+      index = class_balanced_indices(key, examples["label"], num_classes, batch_size)
+    else:
+      index = sample_batch_indices(key, jax.tree.leaves(examples)[0].shape[0], batch_size)
     return jax.tree.map(lambda x: jax.lax.with_sharding_constraint(x[index], batch_sharding),
                         examples)
 
   def one_step(state: TrainState, hparams, examples, frozen):
     key = jax.random.fold_in(state.rng, state.step)
     index_key, augment_key, dropout_key = jax.random.split(key, 3)
-    batch = augment.augment(augment_key, sample(index_key, examples["train"], spec.batch_size),
-                            hparams, spec.augment)
+    batch = augment.augment(
+        augment_key, sample(index_key, examples["train"], spec.batch_size,
+                            balanced=spec.sampler == "class_balanced"),
+        hparams, spec.augment)
+    counts = class_counts(examples["train"]["label"], num_classes)
     pool_batch = None
     if spec.distill.pool_batch:
       # Its own stream (folded from the step's key) leaves the labelled draws as they were.
@@ -126,7 +152,8 @@ def make_train_chunk(spec: StepSpec, batch_sharding: NamedSharding) -> Callable:
       if "image" in pool_batch:
         pool_batch = distill.mixup_inputs(mixup_key, pool_batch, hparams["distill_mixup"])
     grad_fn = jax.value_and_grad(
-        lambda p: loss_fn(p, state.model_state, batch, pool_batch, hparams, dropout_key, frozen),
+        lambda p: loss_fn(p, state.model_state, batch, pool_batch, hparams, dropout_key, frozen,
+                          counts),
         has_aux=True)
     if adapt.uses("sam"):
       (loss, model_state), grads = methods.sam_gradients(

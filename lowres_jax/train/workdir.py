@@ -136,11 +136,14 @@ def _added_defaults() -> dict:
   saved without them is the same run, so its workdir stays resumable and its summary
   reusable."""
   from lowres_jax.compress import distill, prune, quantize
+  from lowres_jax.train import hparams, plan, selection
   from lowres_jax.train.methods import config_defaults
-  added = {"adapt": config_defaults(), "eval": {"probes": ()},
+  added = {"adapt": config_defaults(), "eval": {"probes": (), "logit_adjust": 0.0},
            "distill": distill.config_defaults(), "prune": prune.CONFIG_DEFAULTS,
            "quantize": quantize.CONFIG_DEFAULTS, "pipeline": (), "stages": {},
-           "init": {"rename": ()}}
+           "init": {"rename": ()}, "augment": plan.augment_defaults(),
+           "data": {"imbalance": 1.0}, "selection": selection.CONFIG_DEFAULTS,
+           "train": {**hparams.group_defaults("train"), "sampler": "uniform"}}
   return _flatten(json.loads(json.dumps(added, default=_json_default)))
 
 

@@ -1,0 +1,63 @@
+"""Augmentation sets on k-shot Fashion-MNIST from ImageNet EfficientNet-Lite0.
+
+The image task of configs/image_efficientnet.py (all 10 classes, 32x32 RGB inside the step, 100
+SGD steps of batch 32 at learning rate 0.01, the rate results/image_transfer.md selected for
+fine-tuning in every cell), k in {1, 5, 10} examples per class, 5 seeds, 10 validation images
+per class, the 10,000-image test split. Every augmentation runs inside the jitted step on the
+raw 28x28 images (lowres_jax/data/augment.py), per example:
+
+- ``none``: no augmentation;
+- ``crop_flip``: 2-pixel pad-and-crop and horizontal flip (the image configs' default);
+- ``resized_crop``: random resized crop (area 0.35-1, aspect 3/4-4/3) and flip;
+- ``randaugment``: flip, then 2 ops per example from the 12-op set at magnitude 0.3 (RandAugment's
+  N = 2, M = 9 of 30);
+- ``trivialaugment``: flip, then one op per example at a magnitude uniform in [0, 1];
+- ``mixup``: crop and flip, then mixup with alpha 0.2 (soft targets);
+- ``cutmix``: crop and flip, then CutMix with alpha 1.0 (soft targets).
+
+One setting per set (no tuning: the 90-minute budget holds one run per set, k and seed).
+
+  python -m lowres_jax.sweep --config=configs/ablations/augment_image.py \\
+      --workdir=workdirs/augment_image --results=results/augment_image
+"""
+
+import os
+
+from lowres_jax.config import load_module
+
+_HERE = os.path.dirname(os.path.abspath(__file__))
+image_config = load_module(os.path.join(_HERE, "..", "image_efficientnet.py"))
+
+TITLE = ("Augmentation: ImageNet EfficientNet-Lite0 on k-shot Fashion-MNIST "
+         "(test accuracy, 10 classes)")
+NOTES = """
+(to be written from the table)
+"""
+BASELINE = "none"
+TUNED = ("optim.lr",)
+NAME_KEYS = ("method", "data.shots", "seed")
+SHOTS = (1, 5, 10)
+SEEDS = range(5)
+
+SETS = {
+    "none": {"train.augment": ()},
+    "crop_flip": {"train.augment": ("crop", "flip")},
+    "resized_crop": {"train.augment": ("resized_crop", "flip")},
+    "randaugment": {"train.augment": ("flip", "randaugment"), "augment.magnitude": 0.3},
+    "trivialaugment": {"train.augment": ("flip", "trivialaugment"), "augment.magnitude": 1.0},
+    "mixup": {"train.augment": ("crop", "flip", "mixup")},
+    "cutmix": {"train.augment": ("crop", "flip", "cutmix")},
+}
+
+
+def get_config():
+  config = image_config.get_config("shots=10")
+  config.keep_checkpoints = 0  # The table is what is kept.
+  return config
+
+
+def get_sweep():
+  base = get_config()
+  reset = {"augment.magnitude": base.augment.magnitude}
+  return [{**reset, "method": name, **overrides, "data.shots": shots, "seed": seed}
+          for name, overrides in SETS.items() for shots in SHOTS for seed in SEEDS]

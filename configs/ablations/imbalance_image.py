@@ -1,0 +1,68 @@
+"""Class imbalance: long-tail Fashion-MNIST training sets from ImageNet EfficientNet-Lite0.
+
+Each run trains on a long tail of the 10 classes (lowres_jax/data/fewshot.py): 100 examples of
+the first class decaying exponentially to 10 (ratio 10: 387 examples) or 1 (ratio 100: 235)
+for the last, drawn with the seed; 10 validation images per class; the balanced 10,000-image
+test split, so balanced accuracy (the table's metric) is the test accuracy and the many /
+medium / few-shot groups (top, middle, bottom third of the classes by training count) are in
+the CSV. Fine-tuning as configs/image_efficientnet.py (32x32 RGB inside the step, 200 SGD steps
+of batch 32 at learning rate 0.01, crop and flip), 5 seeds.
+
+- ``cross_entropy``: plain;
+- ``posthoc_la``: cross-entropy, then the validation and test logits minus log prior (post-hoc
+  logit adjustment, tau 1; Menon et al. 2021);
+- ``logit_adjusted``: the logit-adjusted loss (tau 1);
+- ``class_balanced``: cross-entropy weighted by the effective number of samples (beta 0.999;
+  Cui et al. 2019);
+- ``focal``: focal loss, gamma 2 (Lin et al. 2017);
+- ``balanced_sampling``: batches drawn class-balanced (each class equally often).
+
+One setting per method (their papers' defaults; no tuning).
+
+  python -m lowres_jax.sweep --config=configs/ablations/imbalance_image.py \\
+      --workdir=workdirs/imbalance_image --results=results/imbalance_image
+"""
+
+import os
+
+from lowres_jax.config import load_module
+
+_HERE = os.path.dirname(os.path.abspath(__file__))
+image_config = load_module(os.path.join(_HERE, "..", "image_efficientnet.py"))
+
+TITLE = ("Class imbalance: ImageNet EfficientNet-Lite0 on long-tail Fashion-MNIST "
+         "(balanced test accuracy, 10 classes)")
+NOTES = """
+(to be written from the table)
+"""
+BASELINE = "cross_entropy"
+TUNED = ("optim.lr",)
+METRIC = "test/balanced_accuracy"
+COLUMN = "imbalance"
+NAME_KEYS = ("method", "data.imbalance", "seed")
+RATIOS = (10, 100)
+SEEDS = range(5)
+HEAD_SHOTS = 100
+
+METHODS = {
+    "cross_entropy": {},
+    "posthoc_la": {"eval.logit_adjust": 1.0},
+    "logit_adjusted": {"train.loss": "logit_adjusted"},
+    "class_balanced": {"train.loss": "class_balanced"},
+    "focal": {"train.loss": "focal"},
+    "balanced_sampling": {"train.sampler": "class_balanced"},
+}
+
+
+def get_config():
+  config = image_config.get_config(f"shots={HEAD_SHOTS}")
+  config.train.duration = "200 steps"
+  config.checkpoint_every = 200
+  config.keep_checkpoints = 0  # The table is what is kept.
+  return config
+
+
+def get_sweep():
+  reset = {"eval.logit_adjust": 0.0, "train.loss": "cross_entropy", "train.sampler": "uniform"}
+  return [{**reset, "method": name, **overrides, "data.imbalance": float(ratio), "seed": seed}
+          for name, overrides in METHODS.items() for ratio in RATIOS for seed in SEEDS]
