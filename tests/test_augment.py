@@ -406,6 +406,24 @@ def test_mixup_mixes_images_and_one_hot_labels_with_the_same_lambda():
   np.testing.assert_array_equal(out["label"], batch["label"])
 
 
+def test_mixup_loss_equals_lambda_weighted_cross_entropies():
+  """The training loss on mixup's soft targets = lam * CE(own label) + (1 - lam) * CE(partner's)
+  (the hand computation of Zhang et al.'s objective)."""
+  from lowres_jax.train import losses
+  batch, _ = constant_batch()
+  out = run("mixup", batch, num_classes=8, mixup=0.4)
+  targets = np.asarray(out["target"])
+  partner, lam = partners(targets), targets[np.arange(8), np.arange(8)]
+  logits = np.asarray(jax.random.normal(jax.random.PRNGKey(3), (8, 8)), np.float64)
+  log_p = logits - np.log(np.exp(logits).sum(-1, keepdims=True))
+  labels = np.asarray(batch["label"])
+  expected = np.mean(-lam * log_p[np.arange(8), labels]
+                     - (1 - lam) * log_p[np.arange(8), labels[partner]])
+  context = losses.LossContext(out, jnp.asarray(logits, jnp.float32), {}, {},
+                               {"label_smoothing": jnp.float32(0.0)})
+  assert float(losses.cross_entropy(context)) == pytest.approx(expected, rel=1e-5)
+
+
 def test_cutmix_lambda_is_the_area_left_unpasted():
   batch, values = constant_batch()
   out = run("cutmix", batch, num_classes=8, cutmix=1.0)
