@@ -133,6 +133,9 @@ def test_post_hoc_adjustment_and_shot_groups():
   adjusted = imbalance.adjust_logits(logits, counts, 1.0)
   np.testing.assert_allclose(adjusted, logits - np.log(counts / counts.sum()))
   assert int(np.argmax(adjusted)) == 5  # The rarest class wins once the prior is removed.
+  train_labels = np.repeat(np.arange(6), counts.astype(int))
+  np.testing.assert_allclose(imbalance.as_predicted(logits, train_labels, 6, 1.0), adjusted)
+  assert imbalance.as_predicted(logits, train_labels, 6, 0.0) is logits
   groups = imbalance.shot_groups(counts)
   assert [g.tolist() for g in groups.values()] == [[0, 1], [2, 3], [4, 5]]
   assert imbalance.shot_groups(np.array([5.0, 5.0, 5.0])) == {}

@@ -34,6 +34,15 @@ def adjust_logits(logits: np.ndarray, counts: np.ndarray, tau: float) -> np.ndar
   return np.asarray(logits, np.float64) - tau * log_prior(np.asarray(counts, np.float64))
 
 
+def as_predicted(logits: np.ndarray, train_labels: np.ndarray, num_classes: int,
+                 tau: float) -> np.ndarray:
+  """The logits a run predicts from: adjusted by its training set's prior when ``tau`` > 0
+  (``config.eval.logit_adjust``), else as they are."""
+  if not tau:
+    return logits
+  return adjust_logits(logits, class_counts(train_labels, num_classes), tau)
+
+
 def shot_groups(counts: np.ndarray) -> dict[str, np.ndarray]:
   """Class indices of each group: ranked by training count (ties by class index), top third
   'many', bottom third 'few', the rest 'medium'. Empty when every class has the same count

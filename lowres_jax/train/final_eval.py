@@ -127,10 +127,8 @@ def evaluate_with_logits(plan: RunPlan, evaluator: Evaluator, stacked_variables:
   counts = [imbalance.class_counts(train.labels, task.num_classes) for train in task.trains]
 
   def predicted(logits: np.ndarray, run: int) -> np.ndarray:
-    """What the run predicts from: its logits, post-hoc adjusted when the config asks."""
-    if not plan.logit_adjust:
-      return logits
-    return imbalance.adjust_logits(logits, counts[run], plan.logit_adjust)
+    return imbalance.as_predicted(logits, task.trains[run].labels, task.num_classes,
+                                  plan.logit_adjust)
 
   results = [{} for _ in task.vals]
   if len(task.vals[0]):

@@ -25,6 +25,7 @@ from lowres_jax.compress import distill as distill_lib, prune as prune_lib
 from lowres_jax.compress import quantize as quantize_lib, teachers as teachers_lib
 from lowres_jax.config import ConfigError, config_hash, duration_to_steps
 from lowres_jax.data import augment, fewshot, sources, text_sources
+from lowres_jax.eval import imbalance
 from lowres_jax.models import build_model, lora as lora_lib
 from lowres_jax.train import features as features_lib
 from lowres_jax.train import head_init, hparams as hparams_lib, interrupt, methods, optim
@@ -332,7 +333,7 @@ def _run_steps(plans: list[RunPlan], task: _Task, state, step: int, mesh, cache:
                           "train/learning_rate": float(metrics["lr"][i, -1])})
     progress.update(step, float(np.nanmean(metrics["loss"][:, -1])))
     if plan.eval_every and step % plan.eval_every == 0 and step < task.total_steps:
-      _log_validation(evaluator, state.variables(), task.vals, task.num_classes, step, writers)
+      _log_validation(evaluator, state.variables(), task, plan.logit_adjust, step, writers)
     if step == task.total_steps and plan.head_refit:
       state = _refit_heads(plans, task, evaluator, state, mesh, diverged)
     saved = (step == task.total_steps
@@ -517,12 +518,16 @@ def _record_nonfinite(losses: np.ndarray, first_step: int, workdirs: Sequence[st
                                {"step": step})
 
 
-def _log_validation(evaluator, variables, vals, num_classes, step, writers) -> None:
+def _log_validation(evaluator, variables, task: _Task, tau: float, step, writers) -> None:
+  """Validation metrics mid-run, from the logits the run predicts with (post-hoc adjusted by
+  ``tau`` > 0, as at the end)."""
+  vals = task.vals
   if not len(vals[0]):  # val_per_class = 0: nothing to validate on.
     return
   logits = evaluator.logits(variables, stack([v.inputs() for v in vals]), shared=False)
   for i, writer in enumerate(writers):
-    writer.write(step, split_metrics(logits[i], vals[i].labels, num_classes, "val"))
+    predicted = imbalance.as_predicted(logits[i], task.trains[i].labels, task.num_classes, tau)
+    writer.write(step, split_metrics(predicted, vals[i].labels, task.num_classes, "val"))
 
 
 def _summary(plan: RunPlan, manifest, total_steps, num_test, final, timing) -> dict:
