@@ -549,15 +549,19 @@ def _divergence_note(records: Sequence[Record]) -> str:
 
 
 def _cli() -> None:
-  """python -m lowres_jax.report SWEEP_DIR [OUT_PREFIX]"""
+  """python -m lowres_jax.report SWEEP_DIR [OUT_PREFIX [METRIC]]
+
+  METRIC tables another test metric of the same runs (e.g. test/few_accuracy of a long-tail
+  sweep) than the one its ablation names."""
   import shlex
   import sys
 
   from lowres_jax.sweep import write_sweep_report
-  if len(sys.argv) not in (2, 3):
-    sys.exit("usage: python -m lowres_jax.report SWEEP_DIR [OUT_PREFIX]")
+  if len(sys.argv) not in (2, 3, 4):
+    sys.exit("usage: python -m lowres_jax.report SWEEP_DIR [OUT_PREFIX [METRIC]]")
   command = " ".join(shlex.quote(a) for a in ["python", "-m", "lowres_jax.report", *sys.argv[1:]])
-  paths = write_sweep_report(sys.argv[1], sys.argv[2] if len(sys.argv) == 3 else None, command)
+  paths = write_sweep_report(sys.argv[1], sys.argv[2] if len(sys.argv) >= 3 else None, command,
+                             metric=sys.argv[3] if len(sys.argv) == 4 else None)
   print("report: " + ", ".join(paths.values()))
 
 

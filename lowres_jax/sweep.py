@@ -273,8 +273,10 @@ def _varying_keys(overrides: Sequence[Overrides]) -> list[str]:
   return [k for k in keys if len({repr(o.get(k)) for o in overrides}) > 1]
 
 
-def write_sweep_report(workdir: str, out_prefix: str | None = None, command: str = "") -> dict:
-  """Writes the table, CSV and plot of a sweep directory (to ``out_prefix`` or DIR/report)."""
+def write_sweep_report(workdir: str, out_prefix: str | None = None, command: str = "",
+                       metric: str | None = None) -> dict:
+  """Writes the table, CSV and plot of a sweep directory (to ``out_prefix`` or DIR/report);
+  ``metric`` replaces the ablation's table metric."""
   from lowres_jax import report
   sweep, records = collect_records(workdir)
   if not records:
@@ -282,7 +284,7 @@ def write_sweep_report(workdir: str, out_prefix: str | None = None, command: str
   return report.write_report(records, out_prefix or os.path.join(workdir, "report"),
                              command=command or sweep.get("command", ""), title=sweep["title"],
                              baseline=sweep.get("baseline"), notes=sweep.get("notes", ""),
-                             metric=sweep.get("metric", "test/accuracy"),
+                             metric=metric or sweep.get("metric", "test/accuracy"),
                              column=sweep.get("column", "shots"))
 
 

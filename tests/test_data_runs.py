@@ -21,11 +21,17 @@ def _read(workdir: str, name: str) -> dict:
     return json.load(f)
 
 
-def test_long_tail_run_records_its_profile_and_reports_shot_groups(data_dir, tmp_path):
+@pytest.mark.parametrize("settings", [
+    {"train.loss": "focal", "train.sampler": "class_balanced"},
+    {"train.loss": "logit_adjusted"},
+    {"eval.logit_adjust": 1.0}])
+def test_long_tail_run_records_its_profile_and_reports_shot_groups(data_dir, tmp_path,
+                                                                    settings):
   config = tiny_config(data_dir, str(tmp_path / "cache"))
   config.data.shots, config.data.imbalance = 20, 10.0
-  config.train.loss, config.train.sampler = "logit_adjusted", "class_balanced"
-  config.eval.logit_adjust = 1.0
+  for key, value in settings.items():
+    group, name = key.split(".")
+    setattr(getattr(config, group), name, value)
   summary = loop.run(config, str(tmp_path / "run"))
   split = _read(str(tmp_path / "run"), "split.json")
   assert split["train_per_class"] == [20, 11, 6, 3, 2]

@@ -105,6 +105,14 @@ def test_focal_loss_equals_the_hand_computation_and_gamma_zero_is_cross_entropy(
       pytest.approx(float(losses.cross_entropy(_context(LOGITS, LABELS, COUNTS))), rel=1e-6)
 
 
+@pytest.mark.parametrize("gamma", [0.0, 0.5, 2.0])
+def test_focal_gradients_stay_finite_for_a_saturated_prediction(gamma):
+  logits = jnp.asarray([[40.0, 0.0, 0.0], [0.0, 3.0, 0.0]])
+  grads = jax.grad(lambda l: losses.focal(_context(l, [0, 1], COUNTS, focal_gamma=gamma)))(
+      logits)
+  assert np.all(np.isfinite(np.asarray(grads)))
+
+
 def test_losses_read_soft_targets_when_the_batch_has_them():
   """Mixup's soft labels: the loss is the targets' expected negative log-likelihood."""
   targets = np.array([[0.7, 0.3, 0.0], [0.0, 0.5, 0.5], [0.2, 0.8, 0.0], [0.0, 0.0, 1.0]])
@@ -156,6 +164,16 @@ def test_post_hoc_adjustment_and_shot_groups():
     ({"data.selection.strategy": "kcentre", "data.selection.budget": 10,
       "data.shots": 0}, "kcenter"),
     ({"eval.logit_adjust": -1.0}, "logit_adjust"),
+    ({"train.loss": "logit_adjusted", "eval.logit_adjust": 1.0}, "correct twice"),
+    ({"train.loss": "class_balanced", "train.sampler": "class_balanced"}, "correct twice"),
+    ({"train.loss": "class_balanced", "train.cb_beta": 1.0}, r"must be in \[0, 1\)"),
+    ({"augment.mixup": 0.5}, r"read by \['mixup'\], none of which"),
+    ({"train.augment": ("trivialaugment",), "augment.magnitude": 1.5}, r"in \[0.0, 1.0\]"),
+    ({"data.selection.budget": 10}, "strategy is ''"),
+    ({"data.shots": 0, "data.selection.strategy": "kcenter", "data.selection.budget": 10,
+      "data.selection.rounds": 2}, "chooses in one pass"),
+    ({"data.shots": 0, "data.selection.strategy": "random", "data.selection.budget": 10,
+      "head_init": "class_means"}, "need an example of every class"),
 ])
 def test_bad_imbalance_and_selection_settings_are_refused(tmp_path, override, message):
   config = tiny_config(str(tmp_path), str(tmp_path))

@@ -9,9 +9,11 @@ raw 28x28 images (lowres_jax/data/augment.py), per example:
 - ``none``: no augmentation;
 - ``crop_flip``: 2-pixel pad-and-crop and horizontal flip (the image configs' default);
 - ``resized_crop``: random resized crop (area 0.35-1, aspect 3/4-4/3) and flip;
-- ``randaugment``: flip, then 2 ops per example from the 12-op set at magnitude 0.3 (RandAugment's
-  N = 2, M = 9 of 30);
-- ``trivialaugment``: flip, then one op per example at a magnitude uniform in [0, 1];
+- ``randaugment``: flip, then 2 ops per example, each drawn from identity and the 11 ops
+  (brightness, contrast, sharpness, rotate, translate, shear, cutout, posterize, solarize,
+  autocontrast, equalize) at magnitude 0.3 (RandAugment's N = 2, M = 9 of 30);
+- ``trivialaugment``: flip, then one op per example from the same 12 at a magnitude uniform in
+  [0, 1];
 - ``mixup``: crop and flip, then mixup with alpha 0.2 (soft targets);
 - ``cutmix``: crop and flip, then CutMix with alpha 1.0 (soft targets).
 

@@ -1,11 +1,12 @@
 """Class imbalance: long-tail Fashion-MNIST training sets from ImageNet EfficientNet-Lite0.
 
 Each run trains on a long tail of the 10 classes (lowres_jax/data/fewshot.py): 100 examples of
-the first class decaying exponentially to 10 (ratio 10: 387 examples) or 1 (ratio 100: 235)
+the first class decaying exponentially to 10 (ratio 10: 403 examples) or 1 (ratio 100: 242)
 for the last, drawn with the seed; 10 validation images per class; the balanced 10,000-image
-test split, so balanced accuracy (the table's metric) is the test accuracy and the many /
-medium / few-shot groups (top, middle, bottom third of the classes by training count) are in
-the CSV. Fine-tuning as configs/image_efficientnet.py (32x32 RGB inside the step, 100 SGD steps
+test split, so balanced accuracy (the table's metric) is the test accuracy. The few-shot group
+(the bottom third of the classes by training count) is tabled from the same runs in
+results/imbalance_image_few.md (python -m lowres_jax.report workdirs/imbalance_image
+results/imbalance_image_few test/few_accuracy). Fine-tuning as configs/image_efficientnet.py (32x32 RGB inside the step, 100 SGD steps
 of batch 32 at learning rate 0.01, crop and flip), 5 seeds.
 
 - ``cross_entropy``: plain;

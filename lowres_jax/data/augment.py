@@ -326,12 +326,18 @@ def _solarize_kernel(key, image, strength):
   return solarize(image, 256.0 * (1.0 - strength))
 
 
-def _blend_kernel(core: Callable[[jax.Array], jax.Array]) -> ImageKernel:
-  """For ops with no strength of their own: blend towards the op's output by the strength."""
+def _switched_kernel(core: Callable[[jax.Array], jax.Array]) -> ImageKernel:
+  """For ops with no strength of their own (autocontrast, equalize): applied in full at any
+  strength above 0, as RandAugment and TrivialAugment apply them, and not at all at 0."""
   def kernel(key, image, strength):
     del key
-    return blend(image, core(image), strength)
+    return jnp.where(strength > 0, core(image), image)
   return kernel
+
+
+def _identity_kernel(key, image, strength):
+  del key, strength
+  return image
 
 
 # The ops RandAugment and TrivialAugment choose from (order fixes the switch index).
@@ -345,14 +351,17 @@ MAGNITUDE_KERNELS: dict[str, ImageKernel] = {
     "cutout": _cutout_kernel,
     "posterize": _posterize_kernel,
     "solarize": _solarize_kernel,
-    "autocontrast": _blend_kernel(autocontrast),
-    "equalize": _blend_kernel(equalize),
+    "autocontrast": _switched_kernel(autocontrast),
+    "equalize": _switched_kernel(equalize),
 }
+# RandAugment's and TrivialAugment's draws: the ops above and the identity (both papers list
+# it, so an example may come through unchanged).
+RANDOM_OP_KERNELS: dict[str, ImageKernel] = {"identity": _identity_kernel, **MAGNITUDE_KERNELS}
 
 
 def _random_ops_kernel(num_ops: int) -> ImageKernel:
-  """``num_ops`` ops, each chosen uniformly (with replacement) from MAGNITUDE_KERNELS."""
-  kernels = list(MAGNITUDE_KERNELS.values())
+  """``num_ops`` ops, each chosen uniformly (with replacement) from RANDOM_OP_KERNELS."""
+  kernels = list(RANDOM_OP_KERNELS.values())
 
   def kernel(key, image, strength):
     for op_key in jax.random.split(key, num_ops):
@@ -508,6 +517,26 @@ AUGMENTATIONS: dict[str, Callable[[AugmentSettings], AugmentOp]] = {
     # The token-id ops: one registry, so a config names either kind and one augment() runs it.
     **TEXT_AUGMENTATIONS,
 }
+
+
+# config.augment key -> the ops that read it (a strength set for no op that reads it would
+# silently do nothing: train/plan.py refuses it), with the values it may take.
+STRENGTH_READERS: dict[str, tuple[str, ...]] = {
+    "magnitude": (*MAGNITUDE_KERNELS, "randaugment", "trivialaugment"),
+    "num_ops": ("randaugment",),
+    "crop_scale": ("resized_crop",),
+    "mixup": ("mixup",), "cutmix": ("cutmix",),
+    "delete": ("token_delete",), "swap": ("token_swap",), "insert": ("token_insert",),
+    "mask": ("token_mask",),
+}
+STRENGTH_RANGES: dict[str, tuple[float, float]] = {
+    "magnitude": (0.0, 1.0), "crop_scale": (1e-3, 1.0), "mixup": (0.0, float("inf")),
+    "cutmix": (0.0, float("inf")), "delete": (0.0, 1.0), "swap": (0.0, 1.0),
+    "insert": (0.0, 1.0), "mask": (0.0, 1.0),
+}
+# Ops that mix examples' labels: never applied to unlabelled batches (distillation's pool,
+# which has its own input mixup).
+LABEL_MIXING = ("mixup", "cutmix")
 
 
 def check_names(names: Sequence[str]) -> None:

@@ -22,11 +22,13 @@ Strategies, by name in :data:`STRATEGIES`:
 ``typiclust``
     TypiClust (Hacohen et al., 2022): k-means into ``budget`` clusters and, from each, its most
     typical candidate, where typicality is 1 / the mean distance to the candidate's
-    min(20, cluster size - 1) nearest neighbours inside its cluster (a singleton cluster's
-    candidate is taken). With ``already`` labelled positions it clusters into
-    ``len(already) + budget`` clusters and takes the most typical candidate of each of the
-    largest clusters that hold no labelled point, as the paper does. Picks come largest cluster
-    first.
+    max(1, min(20, cluster size // 2)) nearest neighbours inside its cluster, as the
+    official code computes it (a singleton cluster's candidate is taken). With ``already``
+    labelled positions it clusters into ``len(already) + budget`` clusters and takes the most
+    typical candidate of each of the largest clusters that hold no labelled point, as the paper
+    does. Picks come largest cluster first. One difference from the official code: it drops
+    clusters of 5 or fewer points and cycles through the rest (several picks from one
+    cluster); here every cluster gives one pick, the small ones last.
 ``max_entropy``
     Uncertainty sampling over ``rounds`` rounds of label, train, select. The budget is split
     over the rounds as evenly as possible, larger rounds first (so round 1 gets
@@ -99,6 +101,7 @@ class Strategy:
   pick: Callable[[Pool, int, np.random.Generator, int], np.ndarray]
   needs_labels: bool = False
   description: str = ""
+  uses_rounds: bool = False  # Chooses over several rounds (label, fit, select again).
 
 
 def choose(strategy: str, features: np.ndarray, budget: int, seed: int, *,
@@ -285,7 +288,9 @@ def _most_typical(features: np.ndarray, members: np.ndarray) -> int:
   """The member of highest typicality: lowest mean distance to its nearest fellow members."""
   if len(members) == 1:
     return int(members[0])
-  k = min(TYPICALITY_NEIGHBOURS, len(members) - 1)
+  # The official TypiClust code's neighbourhood: 20, or half the cluster when it is small (so a
+  # small cluster's typicality is a density, not the distance to its farthest member).
+  k = max(1, min(TYPICALITY_NEIGHBOURS, len(members) // 2))
   points = features[members]
   distances, _ = NearestNeighbors(n_neighbors=k + 1).fit(points).kneighbors(points)
   # The nearest of the k + 1 is the point itself at distance 0 (or a duplicate of it, also at
@@ -333,7 +338,7 @@ def max_entropy_strategy(initial: str = "random", fit: Fit | None = None) -> Str
       chosen.extend(int(p) for p in unlabelled[top])
     return np.array(chosen, np.int64)
 
-  return Strategy(pick, needs_labels=True,
+  return Strategy(pick, needs_labels=True, uses_rounds=True,
                   description=f"max predictive entropy, first round {initial}")
 
 

@@ -204,11 +204,12 @@ def _train_unfinished(configs, plans: list[RunPlan], workdirs: list[str], cache:
 
   def embed_pretrained(model):
     evaluator = Evaluator(model, plan.eval_batch_size, mesh, cache)
-    pretrained = _pretrained_per_run(plans, cache, show_progress)
+    # Loaded on the first call only: resumed runs read their choice from split.json.
+    pretrained = functools.cache(lambda: _pretrained_per_run(plans, cache, show_progress))
 
     def embed(i: int, examples: sources.Examples) -> np.ndarray:
       sample = {k: v[:1] for k, v in examples.inputs().items()}
-      variables = _anchor_variables(model, plans[i], sample, pretrained[i])
+      variables = _anchor_variables(model, plans[i], sample, pretrained()[i])
       fingerprint = features_lib.shared_fingerprint(
           jax.tree.map(lambda leaf: np.asarray(leaf)[None], variables))
       return final_eval.cached_features(plans[i], evaluator, variables, fingerprint,

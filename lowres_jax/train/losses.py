@@ -88,7 +88,9 @@ def focal(ctx: LossContext) -> jax.Array:
   """Focal loss (Lin et al. 2017) on soft targets: -sum_c t_c (1 - p_c)^gamma log p_c; gamma 0
   is cross-entropy."""
   log_probs = jax.nn.log_softmax(ctx.logits.astype(jnp.float32))
-  modulating = jnp.power(1.0 - jnp.exp(log_probs), ctx.hparams["focal_gamma"])
+  # 1 - p as -expm1(log p) keeps its precision near p = 1, and the floor keeps the gradient of
+  # x^gamma finite there for gamma < 1 (where it is gamma x^(gamma - 1)).
+  modulating = jnp.power(jnp.clip(-jnp.expm1(log_probs), 1e-7, 1.0), ctx.hparams["focal_gamma"])
   return jnp.mean(-jnp.sum(ctx.targets() * modulating * log_probs, axis=-1))
 
 

@@ -18,7 +18,7 @@ from lowres_jax.compress import distill as distill_lib
 from lowres_jax.compress.prune import CONFIG_DEFAULTS as PRUNE_DEFAULTS, PruneSpec
 from lowres_jax.compress.quantize import CONFIG_DEFAULTS as QUANTIZE_DEFAULTS, QuantizeSpec
 from lowres_jax.config import ConfigError, TrackedConfig, parse_duration
-from lowres_jax.data.augment import AUGMENTATIONS
+from lowres_jax.data.augment import AUGMENTATIONS, STRENGTH_RANGES, STRENGTH_READERS
 from lowres_jax.data.text_augment import TEXT_AUGMENTATIONS
 from lowres_jax.data.fewshot import ALL_SHOTS
 from lowres_jax.models import MODELS
@@ -421,6 +421,7 @@ def _validate(plan: RunPlan) -> None:
   _check_named(plan.sampler, SAMPLERS, "config.train.sampler")
   if plan.logit_adjust < 0:
     raise ConfigError(f"config.eval.logit_adjust = {plan.logit_adjust} must be >= 0 (0: off)")
+  _check_data_settings(plan)
   traced = plan.hparams()
   for loss, key in LOSS_HPARAMS.items():
     name = next(n for n, k in hparams_lib.TRACED.items() if k == key)
@@ -471,6 +472,60 @@ def _validate(plan: RunPlan) -> None:
           f"source classes {sorted(source_classes)} overlap the task's classes "
           f"{list(plan.classes)} on {plan.dataset}: the source model would have trained on "
           "the task's validation and test classes. Use disjoint classes.")
+
+
+def _augment_value(plan: RunPlan, key: str) -> float:
+  if key == "num_ops":
+    return plan.augment_ops
+  name = next(n for n, k in hparams_lib.TRACED.items() if k == f"augment.{key}")
+  return plan.hparams()[name]
+
+
+def _check_data_settings(plan: RunPlan) -> None:
+  """Augmentation strengths, imbalance corrections and label budgets: out-of-range values,
+  settings no selected op reads, and corrections that would apply twice."""
+  defaults = augment_defaults()
+  for key, readers in STRENGTH_READERS.items():
+    value = _augment_value(plan, key)
+    if value != defaults[key] and not set(readers) & set(plan.augment):
+      raise ConfigError(f"config.augment.{key} = {value} is read by {list(readers)}, none of "
+                        f"which config.train.augment = {plan.augment} names; add one or leave "
+                        f"it at its default {defaults[key]}")
+    low, high = STRENGTH_RANGES.get(key, (1, float("inf")))
+    if not low <= value <= high:
+      raise ConfigError(f"config.augment.{key} = {value} must be in [{low}, {high}]")
+  traced = plan.hparams()
+  if not 0.0 <= traced["cb_beta"] < 1.0:
+    raise ConfigError(f"config.train.cb_beta = {traced['cb_beta']} must be in [0, 1) (the "
+                      "effective number (1 - beta^n) / (1 - beta) is undefined at 1)")
+  if traced["focal_gamma"] < 0:
+    raise ConfigError(f"config.train.focal_gamma = {traced['focal_gamma']} must be >= 0")
+  # Each of these already corrects for the training prior; two together over-correct (a
+  # balanced sampler's model has seen a uniform prior, which post-hoc adjustment would remove
+  # again from the training one).
+  corrections = [name for name, on in (
+      (f"config.train.loss = {plan.loss!r}", plan.loss in ("class_balanced", "logit_adjusted")),
+      ("config.train.sampler = 'class_balanced'", plan.sampler == "class_balanced"),
+      (f"config.eval.logit_adjust = {plan.logit_adjust}", plan.logit_adjust > 0)) if on]
+  if len(corrections) > 1:
+    raise ConfigError(f"{' and '.join(corrections)} each correct for class imbalance; together "
+                      "they correct twice. Keep one.")
+  if plan.selection.active:
+    # A label budget can miss a class entirely: a class mean of no example is undefined, and a
+    # prior of 0 turns logit adjustment into always predicting the unseen class.
+    readers = [name for name, on in (
+        ("config.head_init = 'class_means'", plan.head_init == "class_means"),
+        ("config.head_refit = 'class_means'", plan.head_refit == "class_means"),
+        ("config.eval.probes 'class_means'", "class_means" in plan.eval_probes),
+        ("config.train.loss = 'logit_adjusted'", plan.loss == "logit_adjusted"),
+        ("config.eval.logit_adjust", plan.logit_adjust > 0)) if on]
+    covers = (plan.selection.strategy == "stratified"
+              and plan.selection.budget >= len(plan.classes))
+    if readers and not covers:
+      raise ConfigError(f"{', '.join(readers)} need an example of every class, which "
+                        f"config.data.selection.strategy = {plan.selection.strategy!r} with "
+                        f"budget {plan.selection.budget} does not guarantee; use 'stratified' "
+                        "with a budget of at least one per class, or drop them")
 
 
 def _check_distill(plan: RunPlan) -> None:

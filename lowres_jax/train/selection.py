@@ -29,6 +29,11 @@ class SelectionSpec:
 
   def __post_init__(self):
     if not self.strategy:
+      changed = sorted(k for k, v in CONFIG_DEFAULTS.items()
+                       if k != "strategy" and getattr(self, k) != v)
+      if changed:
+        raise ValueError(f"sets {changed} but strategy is '' (off: k shots per class); set a "
+                         "strategy or leave them at their defaults")
       return
     if self.strategy not in select_lib.STRATEGIES:
       raise ValueError(f"strategy {self.strategy!r} is unknown; known: "
@@ -38,8 +43,12 @@ class SelectionSpec:
     if self.pool_size < self.budget:
       raise ValueError(f"pool_size = {self.pool_size} is below budget = {self.budget}: the "
                        "strategy needs at least as many candidates as labels")
-    if self.rounds < 1:
-      raise ValueError(f"rounds = {self.rounds} must be >= 1")
+    if not 1 <= self.rounds <= self.budget:
+      raise ValueError(f"rounds = {self.rounds} must be in [1, budget = {self.budget}] (each "
+                       "round labels at least one example)")
+    if self.rounds > 1 and not select_lib.STRATEGIES[self.strategy].uses_rounds:
+      raise ValueError(f"rounds = {self.rounds}, but {self.strategy!r} chooses in one pass; "
+                       "rounds are max_entropy's (label, fit, select again)")
 
   @property
   def active(self) -> bool:

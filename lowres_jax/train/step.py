@@ -95,6 +95,9 @@ def make_train_chunk(spec: StepSpec, batch_sharding: NamedSharding) -> Callable:
   adapt = spec.adapt
   loss_term = losses.LOSSES[spec.loss]
   num_classes = spec.augment.num_classes
+  # The pool's view: the same ops but those mixing labels (it has distill.mixup instead).
+  unlabelled_augment = dataclasses.replace(spec.augment, names=tuple(
+      n for n in spec.augment.names if n not in augment.LABEL_MIXING))
 
   def loss_fn(params, model_state, batch, pool_batch, hparams, dropout_key, frozen, counts):
     inputs = batch
@@ -148,7 +151,7 @@ def make_train_chunk(spec: StepSpec, batch_sharding: NamedSharding) -> Callable:
           jax.random.fold_in(key, 1), 3)
       pool_batch = augment.augment(
           pool_augment_key, sample(pool_index_key, examples["pool"], spec.distill.pool_batch),
-          hparams, spec.augment)
+          hparams, unlabelled_augment)
       if "image" in pool_batch:
         pool_batch = distill.mixup_inputs(mixup_key, pool_batch, hparams["distill_mixup"])
     grad_fn = jax.value_and_grad(

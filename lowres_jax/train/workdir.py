@@ -142,8 +142,11 @@ def _added_defaults() -> dict:
            "distill": distill.config_defaults(), "prune": prune.CONFIG_DEFAULTS,
            "quantize": quantize.CONFIG_DEFAULTS, "pipeline": (), "stages": {},
            "init": {"rename": ()}, "augment": plan.augment_defaults(),
+           # Matched on a key's last two parts (_tails): data.selection.budget is
+           # selection.budget here.
            "data": {"imbalance": 1.0}, "selection": selection.CONFIG_DEFAULTS,
-           "train": {**hparams.group_defaults("train"), "sampler": "uniform"}}
+           "train": {**hparams.group_defaults("train"), "sampler": "uniform",
+                     "loss": "cross_entropy"}}
   return _flatten(json.loads(json.dumps(added, default=_json_default)))
 
 
