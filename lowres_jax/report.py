@@ -62,7 +62,8 @@ CONFIDENCE = 0.95
 SELECTION_METRIC = "val/accuracy"
 TABLE_METRIC = "test/accuracy"
 # Metrics that are fractions in [0, 1]; tables and plots show them in percent.
-PERCENT_METRICS = ("accuracy", "balanced_accuracy", "macro_f1", "ece")
+PERCENT_METRICS = ("accuracy", "balanced_accuracy", "macro_f1", "ece", "many_accuracy",
+                   "medium_accuracy", "few_accuracy")
 _CELL_KEYS = ("dataset", "method", "shots", "seed", "setting")
 _ROW_FIELDS = ("dataset", "method", "shots", "setting", "edge", "pretrained_models", "n_seeds",
                "mean", "half_width", "baseline", "n_pairs", "diff_mean", "diff_half_width", "p_value", "significant")
