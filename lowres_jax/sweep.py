@@ -31,7 +31,10 @@ from typing import Any, Iterable, Sequence
 
 import ml_collections
 
+from lowres_jax import records as records_lib
+from lowres_jax import search, tune_once
 from lowres_jax.config import ConfigError, apply_overrides, load_module
+from lowres_jax.train import workdir as workdir_lib
 
 Overrides = dict[str, Any]
 SWEEP_FILE = "sweep.json"
@@ -81,32 +84,20 @@ def load_ablation(path: str) -> ModuleType:
 
 def expand(module: ModuleType) -> list[SweepRun]:
   """The sweep's runs with their names and full configs; bad overrides fail here, up front."""
-  base = module.get_config()
   overrides = module.get_sweep()
-  names = run_names(overrides, getattr(module, "NAME_KEYS", None))
-  if len(set(names)) != len(names):
-    duplicates = sorted({n for n in names if names.count(n) > 1})
-    raise ConfigError(f"get_sweep() lists the same run twice: {duplicates[:3]}")
-  from lowres_jax.train.plan import read_plan
-  runs = []
-  for name, run_overrides in zip(names, overrides):
-    config = apply_overrides(base, run_overrides)
-    try:  # Every config error now, not hours into the grid.
-      plan = read_plan(config)
-    except ConfigError as error:
-      raise ConfigError(f"sweep run {name}: {error}") from None
-    runs.append(SweepRun(name, run_overrides, config, plan))
-  return runs
+  names = _unique_names(overrides, getattr(module, "NAME_KEYS", None))
+  return _as_runs(module.get_config(), list(zip(names, overrides)))
 
 
-def run_names(overrides: Sequence[Overrides], name_keys: Sequence[str] | None = None) -> list[str]:
+def run_names(overrides: Sequence[Overrides], name_keys: Sequence[str] | None = None,
+              lead: str | None = None) -> list[str]:
   """Run names such as 'data.name=digits,method=finetune,shots=5,seed=0'.
 
   With ``name_keys`` the name uses those keys; otherwise it uses, in key order (seed last), each
   varying key that tells apart runs the keys before it do not (so a dataset axis that sets
-  five keys together names runs once, not five times).
+  five keys together names runs once, not five times); ``lead`` goes first in that order.
   """
-  keys = sorted({k for o in overrides for k in o}, key=_key_order)
+  keys = sorted({k for o in overrides for k in o}, key=lambda k: (k != lead, _key_order(k)))
   if name_keys is None:
     name_keys, distinct = [], 1
     for key in keys:
@@ -168,81 +159,203 @@ def run_sweep(module: ModuleType, config_path: str, workdir: str, use_vmap: bool
 
   The shard holds a lock on the sweep directory for its lifetime (another process starting
   the same shard stops at once; other shards have their own lock, and each run its own), and
-  a SIGINT/SIGTERM stops it after the current group's checkpoint (train/interrupt.py).
+  a SIGINT/SIGTERM stops it after the current group's checkpoint (train/interrupt.py). A
+  refused sweep (a changed config over existing runs) changes nothing in the directory.
   """
   from lowres_jax import storage
   from lowres_jax.train import interrupt
-  runs = expand(module)  # Every run validated before anything is created or trained.
+  protocol = tune_once.read_protocol(module)
+  if protocol is not None and shard_spec[1] != 1:
+    raise ConfigError("this ablation tunes once (SEARCH): its table's runs depend on its "
+                      "tuning runs, so it runs as one process; drop --shard")
+  runs = expand(module) if protocol is None else []  # Every run validated up front.
   lock = "sweep" if shard_spec[1] == 1 else f"sweep-shard{shard_spec[0]}of{shard_spec[1]}"
   with storage.owner(workdir, lock, flag="--workdir (the sweep's)"), interrupt.watching():
-    return _run_groups(module, runs, config_path, workdir, use_vmap, shard_spec,
-                       show_progress, command)
+    sweep = _Sweep(module, config_path, workdir, use_vmap, shard_spec, show_progress, command)
+    if protocol is None:
+      return sweep.run_grid(runs)
+    return sweep.run_tuned(protocol)
 
 
-def _run_groups(module: ModuleType, runs: list[SweepRun], config_path: str, workdir: str,
-                use_vmap: bool, shard_spec: tuple[int, int], show_progress: bool,
-                command: str) -> dict:
-  from lowres_jax.train import interrupt, loop, workdir as workdir_lib
-  from lowres_jax.train.compiled import CompileCache
-  start = time.perf_counter()
-  groups = shard(group_runs(runs, use_vmap), *shard_spec)
-  record = {
-      "command": command,
-      "config": config_path,
-      "vmap": use_vmap,
-      "shard": f"{shard_spec[0]}/{shard_spec[1]}",
-      "runs_in_sweep": len(runs),
-      "runs_in_shard": sum(len(g) for g in groups),
-      "groups": len(groups),
-      "tuned": list(getattr(module, "TUNED", ())),
-      "baseline": getattr(module, "BASELINE", None),
-      "title": getattr(module, "TITLE", os.path.basename(config_path)),
-      "notes": getattr(module, "NOTES", ""),
-      "metric": getattr(module, "METRIC", "test/accuracy"),
-      "column": getattr(module, "COLUMN", "shots"),
-      "runs": [{"name": r.name, "overrides": r.overrides} for r in runs],
-  }
-  name = SWEEP_FILE if shard_spec[1] == 1 else f"sweep-shard{shard_spec[0]}of{shard_spec[1]}.json"
-  path = os.path.join(workdir, name)
-  _write_record(path, record)  # Written first too, so a killed sweep can still be reported.
-  cache = CompileCache()
-  trained = skipped = 0
-  for index, group in enumerate(groups):
-    interrupt.raise_if_requested("finished runs are kept; rerun the same command to continue")
-    workdirs = [os.path.join(workdir, r.name) for r in group]
-    unfinished = [workdir_lib.read_summary(w) is None for w in workdirs]
-    trained += sum(unfinished)
-    skipped += len(group) - sum(unfinished)
-    if show_progress and any(unfinished):
-      print(f"sweep: group {index + 1}/{len(groups)}, {sum(unfinished)} run(s) to train, "
-            f"first {group[0].name}", flush=True)
-    loop.train_group([r.config for r in group], workdirs, cache, show_progress,
-                     stop_on_nonfinite=False)
-  record.update({
-      "runs_trained": trained,
-      "runs_skipped_finished": skipped,
-      "compilations": cache.compiles,
-      "compile_s": cache.compile_seconds,
-      "wall_s": time.perf_counter() - start,
-  })
-  _write_record(path, record)
-  return record
+class _Sweep:
+  """One sweep invocation: its record, its compile cache, and the runs it trains."""
+
+  def __init__(self, module: ModuleType, config_path: str, workdir: str, use_vmap: bool,
+               shard_spec: tuple[int, int], show_progress: bool, command: str):
+    from lowres_jax.train.compiled import CompileCache
+    self.module, self.workdir, self.use_vmap = module, workdir, use_vmap
+    self.shard_spec, self.show_progress = shard_spec, show_progress
+    self.cache = CompileCache()
+    self.start = time.perf_counter()
+    self.finished_before: dict[str, bool] = {}  # Run name -> finished when first seen.
+    self.record = {
+        "command": command,
+        "config": config_path,
+        "commit": records_lib.code_commit(),
+        "vmap": use_vmap,
+        "shard": f"{shard_spec[0]}/{shard_spec[1]}",
+        "tuned": list(getattr(module, "TUNED", ())),
+        "baseline": getattr(module, "BASELINE", None),
+        "title": getattr(module, "TITLE", os.path.basename(config_path)),
+        "notes": getattr(module, "NOTES", ""),
+        "metric": getattr(module, "METRIC", "test/accuracy"),
+        "column": getattr(module, "COLUMN", "shots"),
+        "runs": [],
+    }
+    name = (SWEEP_FILE if shard_spec[1] == 1
+            else f"sweep-shard{shard_spec[0]}of{shard_spec[1]}.json")
+    self.path = os.path.join(workdir, name)
+
+  def run_grid(self, runs: list[SweepRun]) -> dict:
+    """A plain grid: every run listed by get_sweep(), this shard's share of the groups."""
+    groups = shard(group_runs(runs, self.use_vmap), *self.shard_spec)
+    _check_unchanged(runs, self.workdir)
+    self.record.update({"runs_in_sweep": len(runs),
+                        "runs_in_shard": sum(len(g) for g in groups), "groups": len(groups),
+                        "runs": [{"name": r.name, "overrides": r.overrides} for r in runs]})
+    self._write()  # Written first too, so a killed sweep can still be reported.
+    self._train_groups(groups)
+    return self._finish()
+
+  def run_tuned(self, protocol: tune_once.Protocol) -> dict:
+    """Tune each method at the tuning cell (growing edge picks), then run the table's cells
+    on the evaluation seeds at the picks."""
+    base = self.module.get_config()
+    evaluation = self.module.get_sweep()
+    name_keys = getattr(self.module, "NAME_KEYS", None)
+    names = _unique_names(evaluation, name_keys)
+    tuned_keys = {k for spaces in protocol.search.values() for k in spaces}
+    label_keys = None if name_keys is None else [k for k in name_keys
+                                                 if k not in tuned_keys and k != "seed"]
+    groups = tune_once.tuning_groups(protocol, evaluation,
+                                     lambda bases: _group_labels(bases, label_keys))
+    searched = {g.label: search.grid(g.spaces) if g.spaces else [] for g in groups}
+    picks: dict[str, search.Setting | None] = {g.label: () for g in groups if not g.spaces}
+    entries = []
+    for round_index in range(protocol.max_extensions + 1):
+      tuning = [(g, name, o) for g in groups
+                for name, o in tune_once.tuning_runs(g, searched[g.label], protocol.seeds)]
+      runs = _as_runs(base, [(name, o) for _, name, o in tuning])
+      if round_index == 0:
+        _check_unchanged(runs, self.workdir)
+      entries = [{"name": r.name, "overrides": r.overrides, "phase": "tune",
+                  "tuning_group": g.label, "setting": search.setting_text(dict_setting(
+                      r.overrides, g.spaces))} for (g, _, _), r in zip(tuning, runs)]
+      self.record.update({"protocol": protocol.describe(), "runs": entries})
+      self._write()
+      self._train_groups(group_runs(runs, self.use_vmap))
+      grown = False
+      for group in groups:
+        if not group.spaces:
+          continue
+        summaries = {setting: [workdir_lib.read_summary(os.path.join(self.workdir, name))
+                               for name, _ in tune_once.tuning_runs(group, [setting],
+                                                                   protocol.seeds)]
+                     for setting in searched[group.label]}
+        picks[group.label] = pick = tune_once.choose(summaries)
+        if pick is not None and round_index < protocol.max_extensions:
+          new = search.extensions(group.spaces, pick, searched[group.label])
+          searched[group.label] += new
+          grown = grown or bool(new)
+      if not grown:
+        break
+    by_key = {tune_once.group_key(g.base, protocol): g for g in groups}
+    table = []
+    for name, overrides in zip(names, evaluation):
+      group = by_key[tune_once.group_key(overrides, protocol)]
+      pick = picks.get(group.label)
+      if pick is None:  # Every setting diverged: nothing to evaluate at.
+        continue
+      table.append((group, tune_once.evaluation_name(name, pick), {**overrides, **dict(pick)}))
+    runs = _as_runs(base, [(name, o) for _, name, o in table])
+    _check_unchanged(runs, self.workdir)
+    self.record["runs"] = entries + [
+        {"name": r.name, "overrides": r.overrides, "phase": "eval", "tuning_group": g.label,
+         "setting": search.setting_text(picks[g.label])} for (g, _, _), r in zip(table, runs)]
+    self.record["unselected_groups"] = sorted(label for label, p in picks.items() if p is None)
+    self.record["runs_in_sweep"] = self.record["runs_in_shard"] = len(self.record["runs"])
+    self._write()
+    self._train_groups(group_runs(runs, self.use_vmap))
+    return self._finish()
+
+  def _train_groups(self, groups: list[list[SweepRun]]) -> None:
+    from lowres_jax.train import interrupt, loop
+    for index, group in enumerate(groups):
+      interrupt.raise_if_requested("finished runs are kept; rerun the same command to continue")
+      workdirs = [os.path.join(self.workdir, r.name) for r in group]
+      unfinished = [workdir_lib.read_summary(w) is None for w in workdirs]
+      for run, todo in zip(group, unfinished):
+        self.finished_before.setdefault(run.name, not todo)
+      if self.show_progress and any(unfinished):
+        print(f"sweep: group {index + 1}/{len(groups)}, {sum(unfinished)} run(s) to train, "
+              f"first {group[0].name}", flush=True)
+      loop.train_group([r.config for r in group], workdirs, self.cache, self.show_progress,
+                       stop_on_nonfinite=False)
+    self.record["groups"] = self.record.get("groups", 0) + len(groups)
+
+  def _finish(self) -> dict:
+    self.record.update({
+        "runs_trained": sum(not done for done in self.finished_before.values()),
+        "runs_skipped_finished": sum(self.finished_before.values()),
+        "compilations": self.cache.compiles,
+        "compile_s": self.cache.compile_seconds,
+        "wall_s": time.perf_counter() - self.start,
+    })
+    self._write()
+    return self.record
+
+  def _write(self) -> None:
+    from lowres_jax import storage
+    storage.ensure_directory(os.path.dirname(self.path) or ".")
+    storage.write_json(self.path, self.record, default=str, indent=1)
 
 
-def _write_record(path: str, record: dict) -> None:
-  from lowres_jax import storage
-  storage.ensure_directory(os.path.dirname(path) or ".")
-  storage.write_json(path, record, default=str, indent=1)
+def dict_setting(overrides: Overrides, spaces: dict) -> search.Setting:
+  """The tuned part of a run's overrides, as a setting."""
+  return tuple((k, overrides[k]) for k in sorted(spaces))
+
+
+def _unique_names(overrides: Sequence[Overrides], name_keys) -> list[str]:
+  names = run_names(overrides, name_keys)
+  if len(set(names)) != len(names):
+    duplicates = sorted({n for n in names if names.count(n) > 1})
+    raise ConfigError(f"get_sweep() lists the same run twice: {duplicates[:3]}")
+  return names
+
+
+def _group_labels(bases: Sequence[Overrides], label_keys) -> list[str]:
+  labels = run_names(bases, label_keys, lead="method")
+  return ["" if label == "run" else label for label in labels]
+
+
+def _as_runs(base: ml_collections.ConfigDict,
+             named: Sequence[tuple[str, Overrides]]) -> list[SweepRun]:
+  from lowres_jax.train.plan import read_plan
+  runs = []
+  for name, overrides in named:
+    config = apply_overrides(base, overrides)
+    try:  # Every config error now, not hours into the grid.
+      plan = read_plan(config)
+    except ConfigError as error:
+      raise ConfigError(f"sweep run {name}: {error}") from None
+    runs.append(SweepRun(name, overrides, config, plan))
+  return runs
+
+
+def _check_unchanged(runs: Sequence[SweepRun], workdir: str) -> None:
+  """Refuses, before anything is written, runs whose existing workdir holds another config."""
+  for run in runs:
+    workdir_lib.check_same_config(run.config, os.path.join(workdir, run.name))
 
 
 def collect_records(workdir: str) -> tuple[dict, list[dict]]:
-  """The sweep file and one report record per finished run (missing runs are left out).
+  """The sweep file and one record (records.row) per finished run (missing runs are left out).
 
-  A record's ``setting`` names its tuned hyperparameters: the ablation's ``TUNED`` keys, or,
-  without them, every override key (bar the seed) that varies inside a (dataset, method,
-  shots) cell, so runs that differ in anything but the seed are never averaged together.
+  A plain grid's record ``setting`` names its tuned hyperparameters: the ablation's ``TUNED``
+  keys, or, without them, every override key (bar the seed) that varies inside a (dataset,
+  method, shots) cell, so runs that differ in anything but the seed are never averaged
+  together. A tune-once sweep records each run's phase, tuning group and setting itself.
   """
-  from lowres_jax.train.workdir import read_summary
   candidates = [SWEEP_FILE] + sorted(f for f in os.listdir(workdir) if f.startswith("sweep-shard"))
   path = next((os.path.join(workdir, f) for f in candidates
                if os.path.exists(os.path.join(workdir, f))), None)
@@ -252,20 +365,23 @@ def collect_records(workdir: str) -> tuple[dict, list[dict]]:
   sweep = storage.read_json(path, "the sweep's list of runs")
   finished = []
   for run in sweep["runs"]:
-    summary = read_summary(os.path.join(workdir, run["name"]))
+    summary = workdir_lib.read_summary(os.path.join(workdir, run["name"]))
     if summary is not None:
       finished.append((run, summary))
   cells: dict[tuple, list[dict]] = {}
   for run, summary in finished:
     cell = (summary["dataset"], summary["method"], summary["shots"])
     cells.setdefault(cell, []).append(run["overrides"])
-  records = []
+  rows = []
   for run, summary in finished:
-    keys = sweep["tuned"] or _varying_keys(
-        cells[(summary["dataset"], summary["method"], summary["shots"])])
-    setting = ",".join(f"{k}={run['overrides'][k]}" for k in keys if k in run["overrides"])
-    records.append({**summary, "setting": setting, "run": run["name"]})
-  return sweep, records
+    setting = run.get("setting")
+    if setting is None:
+      keys = sweep["tuned"] or _varying_keys(
+          cells[(summary["dataset"], summary["method"], summary["shots"])])
+      setting = ",".join(f"{k}={run['overrides'][k]}" for k in keys if k in run["overrides"])
+    rows.append(records_lib.row(run.get("phase", "eval"), run["name"], run["overrides"],
+                                summary, setting, run.get("tuning_group", "")))
+  return sweep, rows
 
 
 def _varying_keys(overrides: Sequence[Overrides]) -> list[str]:
@@ -275,17 +391,22 @@ def _varying_keys(overrides: Sequence[Overrides]) -> list[str]:
 
 def write_sweep_report(workdir: str, out_prefix: str | None = None, command: str = "",
                        metric: str | None = None) -> dict:
-  """Writes the table, CSV and plot of a sweep directory (to ``out_prefix`` or DIR/report);
-  ``metric`` replaces the ablation's table metric."""
+  """Writes the per-run records (PREFIX.runs.csv/.json) of a sweep directory, then the table,
+  CSV and plot from those records alone (to ``out_prefix`` or DIR/report); ``metric``
+  replaces the ablation's table metric."""
   from lowres_jax import report
-  sweep, records = collect_records(workdir)
-  if not records:
+  sweep, rows = collect_records(workdir)
+  if not records_lib.table_records(rows):
     raise FileNotFoundError(f"no finished runs in {workdir} to report")
-  return report.write_report(records, out_prefix or os.path.join(workdir, "report"),
-                             command=command or sweep.get("command", ""), title=sweep["title"],
-                             baseline=sweep.get("baseline"), notes=sweep.get("notes", ""),
-                             metric=metric or sweep.get("metric", "test/accuracy"),
-                             column=sweep.get("column", "shots"))
+  prefix = out_prefix or os.path.join(workdir, "report")
+  meta = {key: sweep.get(key) for key in ("title", "baseline", "notes", "column", "config",
+                                          "protocol", "commit")}
+  meta.update({"command": command or sweep.get("command", ""),
+               "metric": metric or sweep.get("metric", "test/accuracy"),
+               "date": records_lib.today()})
+  runs_path = prefix + ".runs.csv"
+  records_lib.write_runs(runs_path, rows, meta)
+  return {**report.report_from_runs(runs_path, prefix), "runs": runs_path}
 
 
 def resolve_vmap(choice: str) -> bool:

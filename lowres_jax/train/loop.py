@@ -20,7 +20,7 @@ import jax
 import ml_collections
 import numpy as np
 
-from lowres_jax import checkpoint, parallel, storage
+from lowres_jax import checkpoint, parallel, records, storage
 from lowres_jax.compress import distill as distill_lib, prune as prune_lib
 from lowres_jax.compress import quantize as quantize_lib, teachers as teachers_lib
 from lowres_jax.config import ConfigError, config_hash, duration_to_steps
@@ -538,7 +538,7 @@ def _summary(plan: RunPlan, manifest, total_steps, num_test, final, timing) -> d
       "budget": plan.selection.budget, "selection": plan.selection.strategy,
       "model": plan.model_name,
       "init": dataclasses.asdict(plan.init), "pretrained": source_identity(plan),
-      "hparams": plan.hparams(), "steps": total_steps,
+      "hparams": plan.hparams(), "steps": total_steps, "code_commit": records.code_commit(),
       "num_train": len(manifest.train_ids), "num_val": len(manifest.val_ids),
       "num_test": num_test, "train_sha256": fewshot.ids_sha256(manifest.train_ids),
       **final, **{TIMING_PREFIX + k: v for k, v in timing.items()},
