@@ -211,7 +211,7 @@ class _Sweep:
     groups = shard(group_runs(runs, self.use_vmap), *self.shard_spec)
     _check_unchanged(runs, self.workdir)
     self.record.update({"runs_in_sweep": len(runs),
-                        "runs_in_shard": sum(len(g) for g in groups), "groups": len(groups),
+                        "runs_in_shard": sum(len(g) for g in groups),
                         "runs": [{"name": r.name, "overrides": r.overrides} for r in runs]})
     self._write()  # Written first too, so a killed sweep can still be reported.
     self._train_groups(groups)
@@ -222,13 +222,8 @@ class _Sweep:
     on the evaluation seeds at the picks."""
     base = self.module.get_config()
     evaluation = self.module.get_sweep()
-    name_keys = getattr(self.module, "NAME_KEYS", None)
-    names = _unique_names(evaluation, name_keys)
-    tuned_keys = {k for spaces in protocol.search.values() for k in spaces}
-    label_keys = None if name_keys is None else [k for k in name_keys
-                                                 if k not in tuned_keys and k != "seed"]
-    groups = tune_once.tuning_groups(protocol, evaluation,
-                                     lambda bases: _group_labels(bases, label_keys))
+    names = _unique_names(evaluation, getattr(self.module, "NAME_KEYS", None))
+    groups = _tuning_groups(self.module, protocol, evaluation)
     searched = {g.label: search.grid(g.spaces) if g.spaces else [] for g in groups}
     picks: dict[str, search.Setting | None] = {g.label: () for g in groups if not g.spaces}
     entries = []
@@ -323,9 +318,18 @@ def _unique_names(overrides: Sequence[Overrides], name_keys) -> list[str]:
   return names
 
 
-def _group_labels(bases: Sequence[Overrides], label_keys) -> list[str]:
-  labels = run_names(bases, label_keys, lead="method")
-  return ["" if label == "run" else label for label in labels]
+def _tuning_groups(module: ModuleType, protocol: tune_once.Protocol,
+                   evaluation: Sequence[Overrides]) -> list[tune_once.TuningGroup]:
+  """The tuning groups, labelled by the NAME_KEYS that tell them apart (method first)."""
+  tuned = {k for spaces in protocol.search.values() for k in spaces}
+  name_keys = getattr(module, "NAME_KEYS", None)
+  label_keys = None if name_keys is None else [k for k in name_keys
+                                               if k not in tuned and k != "seed"]
+
+  def labels(bases: Sequence[Overrides]) -> list[str]:
+    return ["" if label == "run" else label
+            for label in run_names(bases, label_keys, lead="method")]
+  return tune_once.tuning_groups(protocol, evaluation, labels)
 
 
 def _as_runs(base: ml_collections.ConfigDict,
@@ -409,6 +413,21 @@ def write_sweep_report(workdir: str, out_prefix: str | None = None, command: str
   return {**report.report_from_runs(runs_path, prefix), "runs": runs_path}
 
 
+def list_runs(module: ModuleType, vmap: str = "auto",
+              shard_spec: tuple[int, int] = (0, 1)) -> list[SweepRun]:
+  """The runs a sweep starts with, every one planned (so a config that no longer parses fails
+  here): a grid's share of this shard, or a tune-once sweep's first tuning round."""
+  protocol = tune_once.read_protocol(module)
+  if protocol is None:
+    groups = shard(group_runs(expand(module), resolve_vmap(vmap)), *shard_spec)
+    return [run for group in groups for run in group]
+  evaluation = module.get_sweep()
+  _unique_names(evaluation, getattr(module, "NAME_KEYS", None))
+  named = [run for g in _tuning_groups(module, protocol, evaluation) if g.spaces
+           for run in tune_once.tuning_runs(g, search.grid(g.spaces), protocol.seeds)]
+  return _as_runs(module.get_config(), named)
+
+
 def resolve_vmap(choice: str) -> bool:
   if choice == "auto":
     import jax
@@ -428,11 +447,10 @@ def _cli(argv: list[str]) -> None:
   config_path, workdir = flags.FLAGS.config, flags.FLAGS.workdir
   module = load_ablation(config_path)
   if flags.FLAGS.list:
-    groups = shard(group_runs(expand(module), resolve_vmap(flags.FLAGS.vmap)),
-                   *_parse_shard(flags.FLAGS.shard))
-    for group in groups:
-      for run in group:
-        print(main_command(config_path, workdir, run))
+    for run in list_runs(module, flags.FLAGS.vmap, _parse_shard(flags.FLAGS.shard)):
+      print(main_command(config_path, workdir, run))
+    if tune_once.read_protocol(module) is not None:
+      print("# the table's runs follow from these tuning runs' picks: run lowres_jax.sweep")
     return
   del argv  # absl strips the flags; the record wants the command as typed.
   command = " ".join(shlex.quote(a) for a in ["python", "-m", "lowres_jax.sweep", *sys.argv[1:]])

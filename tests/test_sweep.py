@@ -106,7 +106,7 @@ def test_report_cli_writes_tables_from_a_sweep_dir(tmp_path, ablation, monkeypat
   result = subprocess.run([sys.executable, "-m", "lowres_jax.report", str(tmp_path / "sweep"),
                            str(tmp_path / "out" / "table")], cwd=REPO, env=cpu_env(),
                           capture_output=True, text=True, timeout=120)
-  assert result.returncode == 0, result.stderr[-2000:]
+  assert result.returncode == 0, result.stderr[:3000]
   markdown = (tmp_path / "out" / "table.md").read_text()
   assert "python -m lowres_jax.report" in markdown
   assert "| scratch |" in markdown and "| finetune |" in markdown and "Δ" in markdown
