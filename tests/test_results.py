@@ -30,8 +30,8 @@ def test_committed_table_regenerates_from_its_records(runs: pathlib.Path, tmp_pa
 
 @pytest.mark.parametrize("path", ABLATIONS, ids=lambda p: p.name)
 def test_ablation_config_still_plans(path: pathlib.Path, tmp_path):
-  """What `--list` does for a sweep (every starting run read and validated), or every stage of
-  a compression pipeline."""
+  """What `--list` does for a sweep (every starting run read and validated), or a compression
+  pipeline's stages built from their overrides and its first stage read."""
   module = load_module(str(path))
   if hasattr(module, "get_sweep"):
     runs = sweep.list_runs(module)
@@ -40,5 +40,4 @@ def test_ablation_config_still_plans(path: pathlib.Path, tmp_path):
   config = module.get_config()
   stages = pipeline.stage_configs(config, str(tmp_path))
   assert [name for name, _, _ in stages] == list(config.pipeline)
-  for _, stage_config, _ in stages:
-    read_plan(stage_config)
+  read_plan(stages[0][1])  # Later stages read their predecessor's workdir, which needs a run.
