@@ -3,7 +3,10 @@
 ``launch/chaos_sweep.py`` sets ``LOWRES_JAX_FAILPOINT=name:hit[:delay_ms]``: at the ``hit``-th
 time this process reaches the point ``name`` it is SIGKILLed, at once or ``delay_ms`` later
 from a timer thread (which lands the kill inside the operation that follows the point, such as
-an orbax save). Unset, a point costs one environment lookup.
+an orbax save). ``name:hit:wait=PATH`` instead holds the process there until the file PATH
+exists: tests use it to act on a live run at a known point, whatever the machine's speed (a
+run that "should still be training" by then is a race). Unset, a point costs one environment
+lookup.
 
 Points: ``checkpoint.save`` (before each checkpoint write), ``file.replace`` (an atomic file
 written but not yet renamed into place), ``run.summary`` (a group trained and evaluated, the
@@ -17,6 +20,7 @@ import collections
 import os
 import signal
 import threading
+import time
 
 ENV = "LOWRES_JAX_FAILPOINT"
 _hits: collections.Counter = collections.Counter()
@@ -26,13 +30,17 @@ def hit(name: str) -> None:
   spec = os.environ.get(ENV)
   if not spec:
     return
-  target, count, *delay = spec.split(":")
+  target, count, *delay = spec.split(":", 2)
   if target != name:
     return
   _hits[name] += 1
   if _hits[name] != int(count):
     return
-  if delay:
+  if delay and delay[0].startswith("wait="):
+    release = delay[0].removeprefix("wait=")
+    while not os.path.exists(release):  # Signals still reach their handlers meanwhile.
+      time.sleep(0.05)
+  elif delay:
     timer = threading.Timer(float(delay[0]) / 1000, _kill)
     timer.daemon = True
     timer.start()

@@ -12,7 +12,7 @@ import time
 import pytest
 
 from conftest import REPO, cli_flags, cpu_env, run_main, tiny_config
-from lowres_jax import checkpoint, storage
+from lowres_jax import checkpoint, failpoints, storage
 from lowres_jax.config import ConfigError
 from lowres_jax.train import loop, workdir as workdir_lib
 from test_resume import ARGS, checkpoint_steps, without_timing
@@ -41,10 +41,15 @@ def _error_lines(stderr: str) -> list[str]:
   return [line for line in stderr.splitlines() if line.startswith("lowres_jax:")]
 
 
-def _start(args):
+def _start(args, hold_at=None):
+  """A run in the background; ``hold_at=(point, hit, release_path)`` holds it at that
+  failpoint until the test creates the release file, so it cannot finish early."""
+  env = cpu_env(1)
+  if hold_at is not None:
+    point, hit, release = hold_at
+    env[failpoints.ENV] = f"{point}:{hit}:wait={release}"
   return subprocess.Popen([sys.executable, "-m", "lowres_jax.main", *args], cwd=REPO,
-                          env=cpu_env(1), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
-                          text=True)
+                          env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
 
 
 def _wait_for_checkpoint(workdir, process, step=20):
@@ -57,13 +62,13 @@ def _wait_for_checkpoint(workdir, process, step=20):
 def test_a_second_process_on_a_workdir_stops_at_once_and_a_killed_holder_blocks_nothing(
     tmp_path, data_dir):
   workdir = tmp_path / "run"
-  # Long enough that the first process is still training when the second has started.
-  args = [*_flags(data_dir, tmp_path), "--config.train.duration=4000 steps",
+  args = [*_flags(data_dir, tmp_path), "--config.train.duration=400 steps",
           "--config.checkpoint_every=200", f"--workdir={workdir}"]
-  first = _start(args)
+  # Held at its second checkpoint save (the test never releases it), after the first landed.
+  first = _start(args, hold_at=("checkpoint.save", 2, tmp_path / "never"))
   _wait_for_checkpoint(workdir, first, step=200)
   second = run_main(args)
-  assert first.poll() is None, "the first run ended before the second started"
+  assert first.poll() is None
   assert second.returncode == 2
   (line,) = _error_lines(second.stderr)
   assert f"is in use by PID {first.pid} on host" in line and "Traceback" not in second.stderr
@@ -73,7 +78,7 @@ def test_a_second_process_on_a_workdir_stops_at_once_and_a_killed_holder_blocks_
   assert resumed.returncode == 0, resumed.stderr[-2000:]
   _, metrics = _outcome(workdir)
   logged = [record["step"] for record in metrics if "train/loss" in record]
-  assert logged == sorted(set(logged)) and logged[-1] == 4000  # One writer, no doubled lines.
+  assert logged == sorted(set(logged)) and logged[-1] == 400  # One writer, no doubled lines.
 
 
 @pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT], ids=["SIGTERM", "SIGINT"])
@@ -81,9 +86,13 @@ def test_a_signal_saves_a_checkpoint_and_a_rerun_resumes_to_the_same_result(
     tmp_path, data_dir, reference, signum):
   workdir = tmp_path / "run"
   args = [*_flags(data_dir, tmp_path), f"--workdir={workdir}"]
-  process = _start(args)
+  release = tmp_path / "release"
+  # Held at its second checkpoint save, so the signal lands mid-run on any machine.
+  process = _start(args, hold_at=("checkpoint.save", 2, release))
   _wait_for_checkpoint(workdir, process)
   process.send_signal(signum)
+  time.sleep(0.5)  # The handler records the request; then the run goes on to its next boundary.
+  release.touch()
   _, stderr = process.communicate(timeout=120)
   assert process.returncode == 128 + signum
   (line,) = _error_lines(stderr)
