@@ -142,7 +142,9 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   # (lowres_jax/pipeline.py), each starting from the one before.
   if stages != ("finetune",):
     c.pipeline = stages
-    c.stages = ml_collections.ConfigDict(pipeline_stages(tiny))
+    # Only the chosen stages' overrides, so any sub-sequence (finetune+quantize) runs.
+    c.stages = ml_collections.ConfigDict({name: overrides for name, overrides
+                                          in pipeline_stages(tiny).items() if name in stages})
   return c
 
 

@@ -4,7 +4,7 @@
 time this process reaches the point ``name`` it is SIGKILLed, at once or ``delay_ms`` later
 from a timer thread (which lands the kill inside the operation that follows the point, such as
 an orbax save). ``name:hit:wait=PATH`` instead holds the process there until the file PATH
-exists: tests use it to act on a live run at a known point, whatever the machine's speed (a
+exists (and first creates PATH.held to say it is there): tests use it to act on a live run at a known point, whatever the machine's speed (a
 run that "should still be training" by then is a race). Unset, a point costs one environment
 lookup.
 
@@ -38,6 +38,8 @@ def hit(name: str) -> None:
     return
   if delay and delay[0].startswith("wait="):
     release = delay[0].removeprefix("wait=")
+    with open(release + ".held", "w"):  # Tells the test the process is held here now.
+      pass
     while not os.path.exists(release):  # Signals still reach their handlers meanwhile.
       time.sleep(0.05)
   elif delay:

@@ -116,11 +116,19 @@ def stage_configs(config: ml_collections.ConfigDict, workdir: str
 def run_pipeline(config: ml_collections.ConfigDict, workdir: str,
                  show_progress: bool = True) -> list[dict]:
   """Runs (or reads back) each stage and measures it; returns one row per stage."""
-  from lowres_jax.train import loop  # Local: JAX is slow to import.
+  from lowres_jax.train import interrupt, loop  # Local: JAX is slow to import.
   rows = []
-  for name, stage_config, stage_workdir in stage_configs(config, workdir):
-    summary = loop.run(stage_config, stage_workdir, show_progress=show_progress)
-    rows.append(_measured_row(name, stage_config, stage_workdir, summary))
+  # One watcher for the whole pipeline: a signal that lands between stages, or while a stage
+  # finishes (its final evaluation, its summary), is kept until the next stage boundary,
+  # where the pipeline stops instead of starting the next stage.
+  with interrupt.watching():
+    for name, stage_config, stage_workdir in stage_configs(config, workdir):
+      interrupt.raise_if_requested(f"the stages before {name!r} are finished in {workdir}; "
+                                   "rerun the same command to continue")
+      summary = loop.run(stage_config, stage_workdir, show_progress=show_progress)
+      rows.append(_measured_row(name, stage_config, stage_workdir, summary))
+    interrupt.raise_if_requested(f"every stage is finished in {workdir}; rerun the same "
+                                 "command to print the table")
   if _is_main_process():
     storage.write_json(os.path.join(workdir, "pipeline.json"), {"stages": rows}, indent=1)
   return rows

@@ -110,6 +110,59 @@ def test_a_signal_saves_a_checkpoint_and_a_rerun_resumes_to_the_same_result(
   assert _outcome(workdir) == reference
 
 
+PIPELINE_ARGS = ["--config=configs/default.py:tiny=1,init=scratch"]
+
+
+def _pipeline_outcome(workdir):
+  """What a pipeline computed: per stage its summary (bar timings) and its table row's
+  accuracy and parameter counts."""
+  rows = json.loads((workdir / "pipeline.json").read_text())["stages"]
+  summaries = []
+  for i, row in enumerate(rows):
+    summary = without_timing(json.loads((workdir / f"{i + 1}_{row['stage']}" / "summary.json")
+                                        .read_text()))
+    # Metrics only: the config parts of a summary name the workdir, which differs here, and
+    # the bytes orbax spends on a directory vary with its layout between identical runs.
+    summaries.append({k: v for k, v in summary.items() if "/" in k and "disk_bytes" not in k})
+  return summaries, [(r["stage"], r["test/accuracy"], r["model/nonzero_params"]) for r in rows]
+
+
+@pytest.fixture(scope="module")
+def pipeline_reference(data_dir, tmp_path_factory):
+  directory = tmp_path_factory.mktemp("pipeline_reference")
+  result = run_main([*PIPELINE_ARGS, *cli_flags(data_dir, str(directory / "cache")),
+                     f"--workdir={directory / 'pipe'}"])
+  assert result.returncode == 0, result.stderr[-2000:]
+  return _pipeline_outcome(directory / "pipe")
+
+
+@pytest.mark.parametrize("point,hit", [("run.summary", 1), ("checkpoint.save", 2)],
+                         ids=["as-a-stage-ends", "inside-a-stage"])
+def test_a_signal_stops_a_pipeline_at_the_next_boundary_and_the_rerun_is_exact(
+    tmp_path, data_dir, pipeline_reference, point, hit):
+  workdir = tmp_path / "pipe"
+  args = [*PIPELINE_ARGS, *cli_flags(data_dir, str(tmp_path / "cache")), f"--workdir={workdir}"]
+  release = tmp_path / "release"
+  # run.summary:1 holds the first stage after its final evaluation (the signal then lands
+  # between stages); checkpoint.save:2 holds it mid-training.
+  process = _start(args, hold_at=(point, hit, release))
+  deadline = time.time() + 240
+  while not (tmp_path / "release.held").exists():
+    assert process.poll() is None and time.time() < deadline, process.stderr.read()[-2000:]
+    time.sleep(0.1)
+  process.send_signal(signal.SIGTERM)
+  time.sleep(0.5)
+  release.touch()
+  _, stderr = process.communicate(timeout=240)
+  assert process.returncode == 128 + signal.SIGTERM, stderr[-2000:]
+  (line,) = _error_lines(stderr)
+  assert line.startswith("lowres_jax: stopped by SIGTERM: ") and "Traceback" not in stderr
+  assert not (workdir / "2_distill" / "summary.json").exists()
+  resumed = run_main(args)
+  assert resumed.returncode == 0, resumed.stderr[-2000:]
+  assert _pipeline_outcome(workdir) == pipeline_reference
+
+
 @pytest.mark.parametrize("where", ["/proc/lowres_jax_run", "FILE/run"])
 def test_an_unwritable_workdir_is_one_clear_line(tmp_path, data_dir, where):
   (tmp_path / "FILE").write_text("a file, not a directory")

@@ -344,6 +344,12 @@ def _run_steps(plans: list[RunPlan], task: _Task, state, step: int, mesh, cache:
     interrupt.raise_if_requested(
         f"the checkpoint of step {step} is saved in {', '.join(workdirs)}; rerun the same "
         "command to resume")
+  if task.total_steps == 0 and step == 0:
+    # A run of no steps (a one-shot prune without retraining, a quantize-only stage) still
+    # applies its step-0 work and leaves the checkpoint that measurement and the next
+    # pipeline stage start from.
+    state = _update_masks(plan, task, state, 0, 1, mesh, cache)
+    workdir_lib.save_all(managers, state, 0)
   progress.close()
   return state, train_seconds, diverged
 
