@@ -23,6 +23,14 @@ BROKEN_CONFIG = "import ml_collections\n\ndef get_config(:\n  return ml_collecti
 # (argv after the common flags, substrings the error line must contain, fake CPU devices).
 # "{tmp}" in an argument is replaced by the test's tmp_path.
 CASES = [
+    pytest.param([TINY, "--config.optim.lr=-0.5"],
+                 ["config.optim.lr = -0.5", "positive finite"], 1, id="lr-negative"),
+    pytest.param([TINY, "--config.optim.lr=nan"],
+                 ["config.optim.lr = nan", "positive finite"], 1, id="lr-nan"),
+    pytest.param([TINY, "--config.data.classes=5"],
+                 ["one class", "two or more classes"], 1, id="one-class-task"),
+    pytest.param([TINY, "--config.seed=-1"], ["config.seed = -1", "0 or more"], 1,
+                 id="seed-negative"),
     pytest.param([TINY, "--config.optim.lrr=0.1"],
                  ["--config.optim.lrr", "Did you mean --config.optim.lr?"], 1, id="unknown-key"),
     pytest.param([TINY, "--config.dat.shots=5"],

@@ -7,6 +7,7 @@ code reads before it spends a second training. The rest of the trainer sees only
 from __future__ import annotations
 
 import dataclasses
+import math
 import functools
 import re
 from typing import Any
@@ -377,6 +378,22 @@ def _freeze(value: Any) -> Any:
   return tuple(value) if isinstance(value, list) else value
 
 
+def _validate_task_and_rates(plan: RunPlan, trains: bool) -> None:
+  """Settings that would run and report nonsense: a one-class task (100% accuracy by
+  construction), a negative seed, and a run that trains at a rate that is not a positive
+  finite number (a negative one climbs the loss and still exits 0)."""
+  if len(plan.classes) < 2:
+    raise ConfigError(f"config.data.classes = {list(plan.classes)} is a task of one class, "
+                      "whose accuracy is 100% by construction; name two or more classes, "
+                      "e.g. --config.data.classes='(5,6,7,8,9)'")
+  if plan.seed < 0:
+    raise ConfigError(f"config.seed = {plan.seed} must be 0 or more")
+  lr = dict(plan.traced).get("lr")
+  if trains and lr is not None and not (math.isfinite(lr) and lr > 0):
+    raise ConfigError(f"config.optim.lr = {lr} must be a positive finite number for a run that "
+                      "trains (config.train.duration > 0)")
+
+
 def _validate(plan: RunPlan) -> None:
   if not plan.classes:
     raise ConfigError("config.data.classes is empty; name the classes of the task")
@@ -390,7 +407,8 @@ def _validate(plan: RunPlan) -> None:
     if size <= 0:
       raise ConfigError(f"config.{key} = {size} must be positive (a multiple of the number of "
                         "devices)")
-  parse_duration(plan.duration, "config.train.duration")
+  amount, _ = parse_duration(plan.duration, "config.train.duration")
+  _validate_task_and_rates(plan, trains=amount > 0)
   if plan.log_every <= 0:
     raise ConfigError("config.log_every must be positive")
   for key, every in (("eval.every", plan.eval_every),
