@@ -10,6 +10,7 @@ import pytest
 
 from conftest import REPO, cpu_env
 from lowres_jax import sweep
+from lowres_jax.config import ConfigError
 from lowres_jax.train.loop import TIMING_PREFIX
 
 TINY_SWEEP = str(REPO / "tests" / "configs" / "tiny_sweep.py")
@@ -162,3 +163,21 @@ def test_a_bad_run_fails_the_sweep_before_anything_trains(tmp_path, ablation, mo
   with pytest.raises(ValueError, match=r"sweep run shots=0,seed=0: .*positive count"):
     sweep.run_sweep(ablation, TINY_SWEEP, str(tmp_path / "sweep"), show_progress=False)
   assert not (tmp_path / "sweep").exists()
+
+
+def test_a_refused_sweep_changes_nothing_in_its_directory(tmp_path, ablation, monkeypatch):
+  workdir = tmp_path / "sweep"
+  sweep.run_sweep(ablation, TINY_SWEEP, str(workdir), show_progress=False)
+  before = {p: p.read_bytes() for p in workdir.rglob("*") if p.is_file() and "lock" not in p.name}
+  original = ablation.get_config
+
+  def changed():
+    config = original()
+    config.train.duration = "30 steps"  # Not what the finished runs trained with.
+    return config
+  monkeypatch.setattr(ablation, "get_config", changed)
+  monkeypatch.setattr(ablation, "TITLE", "another table", raising=False)  # Would show in sweep.json.
+  with pytest.raises(ConfigError):
+    sweep.run_sweep(ablation, TINY_SWEEP, str(workdir), show_progress=False)
+  after = {p: p.read_bytes() for p in workdir.rglob("*") if p.is_file() and "lock" not in p.name}
+  assert after == before
