@@ -117,3 +117,18 @@ def test_rename_maps_a_deeper_teachers_layers_onto_a_shallower_student():
   assert any("/layer_1/" in name for name in got)
   with pytest.raises(init_lib.InitError, match="onto"):
     init_lib.renamed(init_lib.flatten(teacher), ((r"/layer_\d/", "/layer_0/"),))
+
+
+def test_weights_holding_nan_are_refused_with_the_tensor_names_unless_kept_fresh():
+  model = build_model("cnn", 3, width=2, depth=1, hidden=4)
+  fresh = model.init(jax.random.PRNGKey(0), {"image": np.ones((1, 8, 8, 1), np.uint8)})
+  loaded = init_lib.flatten(fresh)
+  name = next(n for n in loaded if n.endswith("kernel") and "head" not in n)
+  loaded[name] = np.array(loaded[name], copy=True)
+  loaded[name].flat[0] = np.nan
+  spec = init_lib.InitSpec(kind="scratch", reinit="")
+  with pytest.raises(init_lib.InitError, match="non-finite") as error:
+    init_lib.merge(fresh, init_lib.Loaded(loaded), spec)
+  assert f"{name} (1 of" in str(error.value)
+  kept = init_lib.InitSpec(kind="scratch", reinit=name.split("/")[1])  # That layer stays fresh.
+  init_lib.merge(fresh, init_lib.Loaded(loaded), kept)

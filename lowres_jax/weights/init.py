@@ -167,7 +167,20 @@ def merge(fresh: Mapping[str, Any], loaded: "Loaded", spec: InitSpec) -> dict[st
     except (TypeError, ValueError) as error:
       raise InitError(f"checkpoint entry {name} ({np.asarray(loaded_flat[name]).dtype}) cannot "
                       f"become {np.asarray(value).dtype}: {error}") from None
+  _check_finite({n: v for n, v in merged.items() if not kept_fresh(n)})
   return unflatten(merged)
+
+
+def _check_finite(loaded: Mapping[str, np.ndarray]) -> None:
+  """Refuses weights holding NaN or inf: such a model evaluates to a number (chance-level
+  accuracy, a NaN loss) that looks like a result."""
+  bad = sorted(f"{name} ({int(np.sum(~np.isfinite(value)))} of {value.size})"
+               for name, value in loaded.items()
+               if np.issubdtype(value.dtype, np.floating) and not np.all(np.isfinite(value)))
+  if bad:
+    raise InitError(f"the checkpoint holds non-finite values (NaN or inf) in {_listing(bad)}; "
+                    "it is damaged or was saved from a diverged run: use another checkpoint, "
+                    "or keep those variables fresh with config.init.reinit")
 
 
 def renamed(flat: Mapping[str, Any], rules: tuple[tuple[str, str], ...]) -> dict[str, Any]:
