@@ -63,6 +63,7 @@ TARGETS = PIPELINE_TARGETS
 
 def get_config():
   config = text_config.get_config("shots=8,method=finetune")
+  config.optim.lr = 3e-5  # The teacher's rate when results/compress_text.md was computed.
   config.pipeline = ("finetune", "distill", "prune", "quantize")
   config.stages = {
       "distill": {"model": {"depth": 3},
