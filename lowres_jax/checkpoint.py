@@ -10,12 +10,13 @@ from typing import Any
 
 import orbax.checkpoint as ocp
 
+from lowres_jax.user_error import UserError
 from lowres_jax import failpoints, storage
 
 log = logging.getLogger(__name__)
 
 
-class NoUsableCheckpointError(RuntimeError):
+class NoUsableCheckpointError(UserError, RuntimeError):
   """Checkpoints exist but none could be restored."""
 
 

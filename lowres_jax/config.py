@@ -17,8 +17,10 @@ from typing import Any
 
 import ml_collections
 
+from lowres_jax.user_error import UserError
 
-class ConfigError(ValueError):
+
+class ConfigError(UserError, ValueError):
   """A config is malformed: unread keys, bad values, bad durations."""
 
 

@@ -8,15 +8,8 @@ from typing import Callable
 
 def user_error_types() -> tuple[type[BaseException], ...]:
   """Exceptions whose message already says what is wrong and how to fix it."""
-  from lowres_jax import checkpoint, storage
-  from lowres_jax.config import ConfigError
-  from lowres_jax.data import builders, fewshot, sources
-  from lowres_jax.train import loop
-  from lowres_jax.weights import errors as weights_errors, init
-  # WeightsError covers a missing checkpoint, an unsafe pickle and an unreachable hub id.
-  return (ConfigError, sources.DatasetError, builders.DatasetMissingError, fewshot.ShotsError,
-          loop.NonFiniteLossError, init.InitError, weights_errors.WeightsError,
-          checkpoint.NoUsableCheckpointError, storage.WorkdirError)
+  from lowres_jax.user_error import UserError
+  return (UserError,)
 
 
 def run_with_clear_errors(entry: Callable[[], None]) -> None:

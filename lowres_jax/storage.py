@@ -20,10 +20,11 @@ import socket
 import uuid
 from typing import IO, Any, Callable, Iterator
 
+from lowres_jax.user_error import UserError
 from lowres_jax import failpoints
 
 
-class WorkdirError(Exception):
+class WorkdirError(UserError):
   """A workdir (or a file in it) cannot be used; the message says why and what to do."""
 
 

@@ -96,3 +96,22 @@ def test_bad_input_is_one_clear_error(args, expected, devices, tmp_path, data_di
   assert len(lines) == 1 and lines[0].startswith(PREFIX), stderr[-3000:]
   for text in expected:
     assert text in lines[0], lines[0]
+
+
+TEXT_TINY = "--config=configs/text_fortunes.py:tiny=1"
+
+
+@pytest.mark.parametrize("tokenizer,expected", [
+    ("/nonexistent/tokenizer.json", ["no tokenizer at '/nonexistent/tokenizer.json'",
+                                     "config.data.tokenizer takes"]),
+    ("{tmp}", ["no tokenizer.json"]),
+    ("{tmp}/broken.py", ["is not a Hugging Face tokenizer.json", "config.data.tokenizer"]),
+], ids=["missing", "folder-without-one", "not-a-tokenizer"])
+def test_a_bad_tokenizer_is_one_clear_error(tokenizer, expected, tmp_path):
+  (tmp_path / "broken.py").write_text(BROKEN_CONFIG)
+  result = run_main([TEXT_TINY, f"--config.data.tokenizer={tokenizer.replace('{tmp}', str(tmp_path))}",
+                     f"--workdir={tmp_path / 'run'}", f"--config.cache_dir={tmp_path / 'cache'}",
+                     "--progress=false"])
+  assert "Traceback" not in result.stderr and result.returncode == 2, result.stderr[-3000:]
+  (line,) = [l for l in result.stderr.splitlines() if l.startswith("lowres_jax:")]
+  assert all(text in line for text in expected), line

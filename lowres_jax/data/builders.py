@@ -16,6 +16,7 @@ from typing import Iterator
 import numpy as np
 import tensorflow_datasets as tfds
 
+from lowres_jax.user_error import UserError
 from lowres_jax.data import text_builders
 
 FASHION_MNIST_DIR_ENV = "LOWRES_FASHION_MNIST_DIR"
@@ -29,7 +30,7 @@ FASHION_MNIST_FILES = {
 DIGITS_TEST_EVERY = 4
 
 
-class DatasetMissingError(FileNotFoundError):
+class DatasetMissingError(UserError, FileNotFoundError):
   """The raw files a builder needs are not on this machine."""
 
 

@@ -14,12 +14,13 @@ from typing import Sequence
 
 import numpy as np
 
+from lowres_jax.user_error import UserError
 from lowres_jax.data.sources import Examples
 
 ALL_SHOTS = -1  # ``shots = -1`` trains on every example not held out for validation.
 
 
-class ShotsError(ValueError):
+class ShotsError(UserError, ValueError):
   """More examples were asked of a class than the dataset has."""
 
 

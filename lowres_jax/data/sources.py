@@ -15,10 +15,11 @@ from typing import Mapping
 import numpy as np
 import tensorflow_datasets as tfds
 
+from lowres_jax.user_error import UserError
 from lowres_jax.data import builders
 
 
-class DatasetError(ValueError):
+class DatasetError(UserError, ValueError):
   """A dataset cannot be read: unknown, not prepared, or missing its raw files."""
 
 

@@ -16,6 +16,7 @@ import os
 import numpy as np
 from tokenizers import Tokenizer
 
+from lowres_jax.user_error import UserError
 from lowres_jax.weights import sources as weight_sources
 from lowres_jax.weights.errors import WeightsError
 
@@ -23,7 +24,7 @@ TOKENIZER_FILE = "tokenizer.json"
 ARRAY_NAMES = ("input_ids", "attention_mask", "token_type_ids")
 
 
-class TokenizerError(ValueError):
+class TokenizerError(UserError, ValueError):
   """No usable tokenizer.json at the given path or spec."""
 
 
@@ -52,7 +53,11 @@ class TextTokenizer:
   def __init__(self, json_text: str, source: str = ""):
     self.json_text = json_text
     self.source = source
-    self.tokenizer = Tokenizer.from_str(json_text)  # as loaded; never reconfigured
+    try:
+      self.tokenizer = Tokenizer.from_str(json_text)  # as loaded; never reconfigured
+    except Exception as error:  # tokenizers raises a bare Exception for a malformed file.
+      raise TokenizerError(f"{source or 'the tokenizer'} is not a Hugging Face tokenizer.json "
+                           f"({error}); point config.data.tokenizer at one") from None
     self._fixed_by_length: dict[int, Tokenizer] = {}
 
   @classmethod
@@ -135,7 +140,9 @@ def _tokenizer_file(path_or_spec: str) -> str:
   try:
     path = weight_sources.resolve(spec)
   except WeightsError as error:
-    raise TokenizerError(f"no tokenizer at {spec!r}: {error}") from None
+    # The resolver's advice names config.init.path, its usual caller; here the key is another.
+    reason = str(error).replace("config.init.path", "config.data.tokenizer")
+    raise TokenizerError(f"no tokenizer at {spec!r} (config.data.tokenizer): {reason}") from None
   if os.path.isdir(path):
     path = os.path.join(path, TOKENIZER_FILE)
   if not os.path.isfile(path):

@@ -20,6 +20,7 @@ import jax
 import ml_collections
 import numpy as np
 
+from lowres_jax.user_error import UserError
 from lowres_jax import checkpoint, parallel, records, storage
 from lowres_jax.compress import distill as distill_lib, prune as prune_lib
 from lowres_jax.compress import quantize as quantize_lib, teachers as teachers_lib
@@ -45,7 +46,7 @@ log = logging.getLogger(__name__)
 TIMING_PREFIX = "timing/"  # Summary keys that measure the machine, not the model.
 
 
-class NonFiniteLossError(FloatingPointError):
+class NonFiniteLossError(UserError, FloatingPointError):
   """The training loss became NaN or infinite."""
 
 

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+from lowres_jax.user_error import UserError
 
-class WeightsError(ValueError):
+
+class WeightsError(UserError, ValueError):
   """A checkpoint can't be found or read (missing file, unknown format, missing package)."""
 
 

@@ -36,6 +36,7 @@ from typing import Any, Callable, Mapping
 import numpy as np
 from flax import traverse_util
 
+from lowres_jax.user_error import UserError
 from lowres_jax.models.lora import LORA_PARAMS
 
 log = logging.getLogger(__name__)
@@ -43,7 +44,7 @@ log = logging.getLogger(__name__)
 KINDS = ("scratch", "source", "workdir", "checkpoint")
 
 
-class InitError(ValueError):
+class InitError(UserError, ValueError):
   """The pretrained weights named by config.init cannot be used."""
 
 

@@ -1,0 +1,8 @@
+"""The one base class of every error a user can cause and fix (a bad config key, a missing
+dataset, a damaged checkpoint, a NaN loss): the command line prints its message as one line
+and exits 2 instead of showing a traceback. A new such error derives from ``UserError``, so
+none can be forgotten in a hand-kept list."""
+
+
+class UserError(Exception):
+  """An error whose message says what is wrong and how to fix it."""
