@@ -34,6 +34,10 @@ def describe_os_error(error: OSError) -> str:
 
 def ensure_directory(directory: str, flag: str = "--workdir") -> None:
   """Creates ``directory`` (and parents), or says in one line why it cannot."""
+  blocking = _existing_file_on_the_way(directory)
+  if blocking is not None:
+    raise WorkdirError(f"{flag}={directory} cannot be a directory: {blocking} is a file. "
+                       f"Move that file away or choose another {flag}.")
   try:
     os.makedirs(directory, exist_ok=True)
   except OSError as error:
@@ -42,6 +46,16 @@ def ensure_directory(directory: str, flag: str = "--workdir") -> None:
   if not os.access(directory, os.W_OK | os.X_OK):
     raise WorkdirError(f"{flag}={directory} is not writable by this user. Choose a writable "
                        f"directory for {flag}.")
+
+
+def _existing_file_on_the_way(directory: str) -> str | None:
+  """The path (``directory`` or one of its parents) that exists and is not a directory."""
+  path = os.path.abspath(directory)
+  while path and path != os.path.dirname(path):
+    if os.path.exists(path):
+      return None if os.path.isdir(path) else path
+    path = os.path.dirname(path)
+  return None
 
 
 @contextlib.contextmanager
