@@ -23,6 +23,8 @@ BROKEN_CONFIG = "import ml_collections\n\ndef get_config(:\n  return ml_collecti
 # (argv after the common flags, substrings the error line must contain, fake CPU devices).
 # "{tmp}" in an argument is replaced by the test's tmp_path.
 CASES = [
+    pytest.param([TINY, "--config.init.kind=checkpoint", "--config.init.path=hf:goo gle/vit"],
+                 ["hf:goo gle/vit: expected hf:ORG/NAME"], 1, id="hf-id-malformed"),
     pytest.param([TINY, "--config.optim.lr=-0.5"],
                  ["config.optim.lr = -0.5", "positive finite"], 1, id="lr-negative"),
     pytest.param([TINY, "--config.optim.lr=nan"],

@@ -15,6 +15,7 @@ import dataclasses
 import importlib.util
 import json
 import os
+import re
 from typing import Any
 
 from lowres_jax.weights.errors import WeightsError
@@ -63,8 +64,12 @@ def check_spec(spec: str) -> None:
                          + ", ".join(f"package:{name}" for name in sorted(PACKAGED)))
   elif spec.startswith("hf:"):
     repo_id = spec[len("hf:"):].partition("@")[0]
-    if repo_id.count("/") != 1 or not all(repo_id.split("/")):
-      raise WeightsError(f"{spec}: expected hf:ORG/NAME or hf:ORG/NAME@REVISION")
+    # The Hub's own rule for names (letters, digits, '-', '_', '.'; no '-'/'.' at either end),
+    # checked here so a typo fails at once, not after the data has loaded.
+    part = r"[A-Za-z0-9_](?:[A-Za-z0-9_.-]{0,94}[A-Za-z0-9_])?"
+    if not re.fullmatch(f"{part}/{part}", repo_id):
+      raise WeightsError(f"{spec}: expected hf:ORG/NAME or hf:ORG/NAME@REVISION, where ORG and "
+                         "NAME use letters, digits, '-', '_' and '.'")
   elif not os.path.exists(os.path.expanduser(spec)):
     raise WeightsError(
         f"no checkpoint file or directory at {spec!r}. config.init.path takes a local path, "
