@@ -11,6 +11,8 @@ case here; only negative and unparseable durations are.
 
 from __future__ import annotations
 
+import os
+
 import pytest
 
 from conftest import cli_flags, run_main
@@ -25,6 +27,11 @@ BROKEN_CONFIG = "import ml_collections\n\ndef get_config(:\n  return ml_collecti
 CASES = [
     pytest.param([TINY, "--config.init.kind=checkpoint", "--config.init.path=hf:goo gle/vit"],
                  ["hf:goo gle/vit: expected hf:ORG/NAME"], 1, id="hf-id-malformed"),
+    pytest.param([TINY, "--config.data.name=fortunes", "--config.data.classes=(0,1)"],
+                 ["fortunes has no 'image' feature", "text config"], 1,
+                 id="image-config-on-text-data",
+                 marks=pytest.mark.skipif(not os.path.isdir("/usr/share/games/fortunes"),
+                                          reason="needs Debian's fortunes")),
     pytest.param([TINY, "--config.optim.lr=-0.5"],
                  ["config.optim.lr = -0.5", "positive finite"], 1, id="lr-negative"),
     pytest.param([TINY, "--config.optim.lr=nan"],

@@ -118,6 +118,10 @@ def load_split(name: str, split: str, data_dir: str = "") -> Examples:
   """Reads one split of a dataset fully into memory, sorted by example id."""
   source = _data_source(name, split, resolve_data_dir(data_dir))
   records = _read_all(source)
+  if records and "image" not in records[0]:
+    raise DatasetError(f"{name} has no 'image' feature (its features: {sorted(records[0])}): "
+                       "an image config cannot read it. A text dataset needs a text config "
+                       "(config.data.tokenizer set, e.g. configs/text_fortunes.py)")
   images = np.stack([r["image"] for r in records]).astype(np.uint8)
   if images.ndim == 3:  # Grey images without a channel axis.
     images = images[..., None]
