@@ -545,7 +545,9 @@ def report_from_runs(runs_path: str, out_prefix: str) -> dict[str, str]:
   from lowres_jax import tuning_report
   rows, meta = records_lib.read_runs(runs_path)
   table = records_lib.table_records(rows)
-  provenance = (f"Computed with code at commit `{meta.get('commit') or 'unknown'}` on "
+  trained = sorted({str(r["code_commit"]) for r in rows if r.get("code_commit")})
+  provenance = (f"Runs trained with code at commit {', '.join(f'`{c}`' for c in trained) or 'unrecorded'}"
+                f"; table written with code at commit `{meta.get('commit') or 'unknown'}` on "
                 f"{meta.get('date') or 'an unrecorded day'}; per-run records: "
                 f"`{os.path.basename(runs_path)}` (regenerate this file with `python -m "
                 f"lowres_jax.report --runs {runs_path} {runs_path.removesuffix('.runs.csv')}`).")
