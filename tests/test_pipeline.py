@@ -80,3 +80,17 @@ def test_pipeline_config_errors(data_dir, tmp_path):
   with pytest.raises(ConfigError, match="chain of runs"):
     loop.run(_tiny_pipeline(data_dir, str(tmp_path / "cache")), str(tmp_path / "one"),
              show_progress=False)
+
+
+def test_a_stage_of_no_steps_is_measured_and_chained(data_dir, tmp_path):
+  """A one-shot prune without retraining: the stage prunes at step 0, leaves its checkpoint,
+  and the quantize stage after it starts from the pruned weights."""
+  config = _tiny_pipeline(data_dir, str(tmp_path / "cache"))
+  config.pipeline = ("finetune", "prune", "quantize")
+  del config.stages["distill"]
+  config.stages.prune.train = {"duration": "0 steps"}
+  rows = pipeline.run_pipeline(config, str(tmp_path / "pipe"), show_progress=False)
+  finetune, pruned, quantized = rows
+  assert pruned["model/nonzero_params"] < 0.6 * pruned["model/params"]
+  assert quantized["model/nonzero_params"] == pruned["model/nonzero_params"]
+  assert pipeline.run_pipeline(config, str(tmp_path / "pipe"), show_progress=False) == rows
