@@ -551,10 +551,7 @@ def report_from_runs(runs_path: str, out_prefix: str) -> dict[str, str]:
                 f"{meta.get('date') or 'an unrecorded day'}; per-run records: "
                 f"`{os.path.basename(runs_path)}` (regenerate this file with `python -m "
                 f"lowres_jax.report --runs {runs_path} {runs_path.removesuffix('.runs.csv')}`).")
-  wall = [r["timing/wall_s"] for r in rows if isinstance(r.get("timing/wall_s"), (int, float))]
-  if wall:
-    provenance += (f" Its {len(rows)} runs took {sum(wall) / 60:.0f} min of wall time in all "
-                   "(each run's `timing/wall_s`, compilation included).")
+  # No wall-time sum here: a resumed sweep must give the same table as an uninterrupted one.
   protocol = meta.get("protocol")
   if protocol:
     provenance += "\n\n" + tuning_report.protocol_text(protocol, table)

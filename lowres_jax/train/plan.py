@@ -381,7 +381,7 @@ def _freeze(value: Any) -> Any:
 def _validate_task_and_rates(plan: RunPlan, trains: bool) -> None:
   """Settings that would run and report nonsense: a one-class task (100% accuracy by
   construction), a negative seed, and a run that trains at a rate that is not a positive
-  finite number (a negative one climbs the loss and still exits 0)."""
+  finite number of 0 or more (a negative one climbs the loss and still exits 0)."""
   if len(plan.classes) < 2:
     raise ConfigError(f"config.data.classes = {list(plan.classes)} is a task of one class, "
                       "whose accuracy is 100% by construction; name two or more classes, "
@@ -389,9 +389,10 @@ def _validate_task_and_rates(plan: RunPlan, trains: bool) -> None:
   if plan.seed < 0:
     raise ConfigError(f"config.seed = {plan.seed} must be 0 or more")
   lr = dict(plan.traced).get("lr")
-  if trains and lr is not None and not (math.isfinite(lr) and lr > 0):
-    raise ConfigError(f"config.optim.lr = {lr} must be a positive finite number for a run that "
-                      "trains (config.train.duration > 0)")
+  # Rate 0 stays allowed: a step that keeps the weights (tests write an initial head so).
+  if trains and lr is not None and not (math.isfinite(lr) and lr >= 0):
+    raise ConfigError(f"config.optim.lr = {lr} must be a finite number of 0 or more (usually "
+                      "positive) for a run that trains (config.train.duration > 0)")
 
 
 def _validate(plan: RunPlan) -> None:
