@@ -380,7 +380,7 @@ def _freeze(value: Any) -> Any:
 
 def _validate_task_and_rates(plan: RunPlan, trains: bool) -> None:
   """Settings that would run and report nonsense: a one-class task (100% accuracy by
-  construction), a negative seed, and a run that trains at a rate that is not a positive
+  construction), a negative seed, and a run that trains at a rate that is not a
   finite number of 0 or more (a negative one climbs the loss and still exits 0)."""
   if len(plan.classes) < 2:
     raise ConfigError(f"config.data.classes = {list(plan.classes)} is a task of one class, "
