@@ -175,8 +175,10 @@ def _read_run(directory: str):
 def _read_report(path: str, base: str) -> str | None:
   if not os.path.exists(path):
     return None
-  with open(path) as f:  # The command at the top names the directory: compare without it.
-    return f.read().replace(f"--workdir={base}", "--workdir=DIR")
+  with open(path) as f:  # The command and the records' path name the directory: drop it.
+    text = f.read().replace(f"--workdir={base} ", "--workdir=DIR ")
+    return text.replace(f"{base}/", "DIR/")  # Whole path components only: the config's
+    # file name starts with the chaos directory's name.
 
 
 def write_markdown(path: str, kills: list[dict], differences: list[str],
