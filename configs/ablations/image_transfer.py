@@ -35,7 +35,19 @@ default_config = image_config.default_config
 
 TITLE = "Image transfer: ImageNet EfficientNet-Lite0 vs scratch vs CNN transfer (test accuracy)"
 NOTES = """
-- Rerun under the tune-once protocol; notes follow from its rows.
+- Tuning: every method searched four learning rates on the same half-decade steps; the linear
+  probe's first pick (1.0) sat at its edge, so its grid grew once to 3.33, and no final pick is
+  at an edge. Picks are the same on both datasets: scratch 0.03, fine-tuning 0.01, CNN transfer
+  0.03, linear probe 1.0. The tuning cell has n = 2 seeds, so its validation intervals are wide.
+- Fashion-MNIST: all three transfer methods beat scratch at 5, 10 and 25 shots (paired Δ
+  +3.9 to +13.0, all p < 0.05); at 1 shot fine-tuning (+5.1) and CNN transfer (+3.7) do and the
+  linear probe does not (+1.6 ± 4.3). CNN transfer from digits has the best mean at 5, 10 and
+  25 shots, ahead of ImageNet fine-tuning significantly only at 25 shots (+3.4 ± 2.1).
+- Digits: fine-tuning and CNN transfer from Fashion-MNIST beat scratch at every k (Δ +13.8 to
+  +23.6, all p < 0.05) and do not differ significantly from each other; the ImageNet linear
+  probe is not significantly different from scratch at any k (Δ -5.8 to +8.4).
+- One tuning trial diverged (CNN transfer at lr 0.1 on Fashion-MNIST, marked †) and was not
+  eligible; no evaluation run diverged.
 """
 BASELINE = "scratch"
 TUNED = ("optim.lr",)
