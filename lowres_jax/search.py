@@ -32,6 +32,7 @@ class Space:
   step: float | None  # Ratio (geometric) or difference (arithmetic) between neighbours.
   geometric: bool
   integer: bool
+  within: tuple[float, float] | None = None  # Where the key means anything (a decay < 1).
 
   def beyond(self, value: Any, searched: Sequence[Any]) -> Any | None:
     """The next value outward if ``value`` is the smallest or largest of ``searched``."""
@@ -48,6 +49,8 @@ class Space:
     nxt = round(nxt) if self.integer else _round(nxt)
     if self.integer and nxt < 1 <= value:  # An integer space (a rank) stays positive.
       return None
+    if self.within and not self.within[0] <= nxt <= self.within[1]:
+      return None  # Past what the key can mean: the pick stays at an edge, and is reported.
     return None if nxt == value else nxt
 
   def is_edge(self, value: Any, searched: Sequence[Any]) -> bool:
@@ -65,8 +68,9 @@ def log_grid(lo: float, hi: float, points: int) -> Space:
   return Space(values, ratio, geometric=True, integer=False)
 
 
-def choices(*values: Any) -> Space:
-  """Listed values; numeric ones extend by their outermost ratio (all positive) or difference."""
+def choices(*values: Any, within: tuple[float, float] | None = None) -> Space:
+  """Listed values; numeric ones extend by their outermost ratio (all positive) or difference,
+  never past ``within`` (lo, hi), the range where the key means anything."""
   if not values:
     raise ConfigError("choices() needs at least one value")
   numeric = all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in values)
@@ -76,10 +80,13 @@ def choices(*values: Any) -> Space:
   if len(set(ordered)) != len(ordered):
     raise ConfigError(f"choices{values} lists a value twice")
   integer = all(isinstance(v, int) for v in ordered)
+  if within and not within[0] <= ordered[0] <= ordered[-1] <= within[1]:
+    raise ConfigError(f"choices{values} lists values outside within={within}")
   if ordered[0] > 0:
-    step = ordered[-1] / ordered[-2]
-    return Space(ordered, step, geometric=True, integer=integer)
-  return Space(ordered, ordered[-1] - ordered[-2], geometric=False, integer=integer)
+    return Space(ordered, ordered[-1] / ordered[-2], geometric=True, integer=integer,
+                 within=within)
+  return Space(ordered, ordered[-1] - ordered[-2], geometric=False, integer=integer,
+               within=within)
 
 
 def as_space(value: Any) -> Space:

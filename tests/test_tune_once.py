@@ -29,6 +29,15 @@ def test_log_grid_and_choices_values_and_steps_outward():
     search.log_grid(1e-3, 1e-5, 3)
 
 
+def test_a_bounded_space_never_grows_past_what_its_key_means():
+  decay = search.choices(0.9, 0.95, within=(0.0, 0.999))
+  assert decay.beyond(0.9, decay.values) == 0.853  # Down by the ratio 0.95 / 0.9.
+  assert decay.beyond(0.95, decay.values) is None  # 1.003: not a decay; the edge stays.
+  assert decay.is_edge(0.95, decay.values)
+  with pytest.raises(ConfigError, match="outside within"):
+    search.choices(0.5, 1.5, within=(0.0, 1.0))
+
+
 def test_extensions_grow_only_edge_keys_from_the_pick():
   spaces = {"a": search.choices(1.0, 2.0), "b": search.choices(10.0, 20.0, 40.0)}
   tried = search.grid(spaces)
