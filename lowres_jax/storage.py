@@ -100,6 +100,12 @@ def read_json(path: str, what: str) -> Any:
   except (json.JSONDecodeError, UnicodeDecodeError) as error:
     raise WorkdirError(f"{path} ({what}) is not valid JSON ({error}): it was edited by hand or "
                        "damaged. Restore it, or delete the workdir to start that run over.") from None
+  except IsADirectoryError:
+    raise WorkdirError(f"{path} ({what}) is a directory, not a file: something else wrote "
+                       "there. Move it away, or delete the workdir to start that run over.") from None
+  except OSError as error:
+    raise WorkdirError(f"cannot read {path} ({what}): {describe_os_error(error)}. Fix its "
+                       "permissions, or use another --workdir.") from None
 
 
 @contextlib.contextmanager

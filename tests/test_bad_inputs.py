@@ -89,6 +89,9 @@ CASES = [
                  id="batch-not-divisible-by-devices"),
     pytest.param([TINY, "--config.optim.lr=1e30"],
                  ["train/loss is", "Lower config.optim.lr"], 1, id="nan-loss"),
+    pytest.param([TINY, "--config.freeze=.*"],
+                 ["config.freeze = '.*' freezes every parameter", "'0 steps'"], 1,
+                 id="everything-frozen"),
 ]
 
 
@@ -105,6 +108,31 @@ def test_bad_input_is_one_clear_error(args, expected, devices, tmp_path, data_di
   assert len(lines) == 1 and lines[0].startswith(PREFIX), stderr[-3000:]
   for text in expected:
     assert text in lines[0], lines[0]
+
+
+# A workdir's own files, damaged before the run starts: (relative path, how, error text).
+DAMAGED_FILES = [
+    pytest.param("summary.json", "directory", ["summary.json (a finished run's summary) is a "
+                                               "directory"], id="summary-is-a-directory"),
+    pytest.param("diverged.json", '{"step": ', ["diverged.json", "is not valid JSON"],
+                 id="diverged-record-truncated"),
+    pytest.param("diverged.json", '{"at": 3}', ["diverged.json holds no integer 'step'"],
+                 id="diverged-record-without-step"),
+]
+
+
+@pytest.mark.parametrize("name, content, expected", DAMAGED_FILES)
+def test_a_damaged_workdir_file_is_one_clear_error(name, content, expected, tmp_path, data_dir):
+  workdir = tmp_path / "run"
+  workdir.mkdir()
+  if content == "directory":
+    (workdir / name).mkdir()
+  else:
+    (workdir / name).write_text(content)
+  result = run_main([TINY, f"--workdir={workdir}", *cli_flags(data_dir, str(tmp_path / "cache"))])
+  assert "Traceback" not in result.stderr and result.returncode == 2, result.stderr[-3000:]
+  (line,) = [l for l in result.stderr.splitlines() if l.startswith("lowres_jax:")]
+  assert all(text in line for text in expected), line
 
 
 TEXT_TINY = "--config=configs/text_fortunes.py:tiny=1"

@@ -218,3 +218,25 @@ def test_bad_model_fields_and_an_empty_source_are_config_errors(tmp_path, data_d
   config.init.kind, config.source = "source", {}
   with pytest.raises(ConfigError, match="config.source, which is empty"):
     loop.run(config, str(tmp_path / "run2"), show_progress=False)
+
+
+def test_weights_that_predict_non_finite_logits_stop_the_run_like_a_nan_loss(tmp_path, data_dir):
+  """Finite weights so large that the logits overflow: zero steps of training, so only the
+  evaluation loss can tell (accuracy from inf logits would look like a result)."""
+  import orbax.checkpoint as ocp
+  from lowres_jax import checkpoint
+  source = tiny_config(data_dir, str(tmp_path / "cache"))
+  source.train.duration = "10 steps"
+  loop.run(source, str(tmp_path / "source"), show_progress=False)
+  manager = checkpoint.make_manager(str(tmp_path / "source"))
+  step = manager.latest_step()
+  state = manager.restore(step, args=ocp.args.StandardRestore())
+  state["params"]["head"]["kernel"] = np.full_like(state["params"]["head"]["kernel"], 3e38)
+  checkpoint.save(manager, step + 1, state)
+  manager.wait_until_finished()
+  config = tiny_config(data_dir, str(tmp_path / "cache"))
+  config.init.kind, config.init.path, config.init.reinit = "workdir", str(tmp_path / "source"), ""
+  config.train.duration = "0 steps"
+  with pytest.raises(loop.NonFiniteLossError, match=r"val/loss is nan after step 0"):
+    loop.run(config, str(tmp_path / "run"), show_progress=False)
+  assert not (tmp_path / "run" / "summary.json").exists()

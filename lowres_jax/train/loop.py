@@ -220,6 +220,11 @@ def _train_unfinished(configs, plans: list[RunPlan], workdirs: list[str], cache:
   task = _prepare_task(configs, plans, workdirs, embed_pretrained)
   sample = {k: v[:1] for k, v in task.trains[0].inputs().items()}
   fresh = [_initial_state(task.model, task.optim_spec, p, sample) for p in plans]
+  if task.total_steps and not optim.count_trainable(fresh[0].params, plan.freeze):
+    raise ConfigError(f"config.freeze = {plan.freeze!r} freezes every parameter, so "
+                      f"{task.total_steps} training steps would change nothing. Loosen the "
+                      "regex, or set config.train.duration='0 steps' to evaluate without "
+                      "training.")
   managers = [checkpoint.make_manager(w, plan.keep_checkpoints) for w in workdirs]
   start_step, states = workdir_lib.restore_or_start(managers, fresh)
   evaluator = Evaluator(task.model, plan.eval_batch_size, mesh, cache)
@@ -248,6 +253,7 @@ def _train_unfinished(configs, plans: list[RunPlan], workdirs: list[str], cache:
       evaluator, writers, managers, progress, workdirs, stop_on_nonfinite, frozen, teachers)
 
   final, test_logits = final_eval.final_metrics(plan, evaluator, state, task, anchor, teachers)
+  _record_nonfinite_evaluation(final, task.total_steps, workdirs, diverged, stop_on_nonfinite)
   final_variables = parallel.fetch(state.variables())  # Once: quantization and the summaries.
   if plan.quantize.active:
     for i in set(range(len(plans))) - set(diverged):
@@ -519,11 +525,36 @@ def _record_nonfinite(losses: np.ndarray, first_step: int, workdirs: Sequence[st
           "Lower config.optim.lr, or set config.optim.grad_clip; the last checkpoint before "
           "this step is kept.")
     if run not in diverged:
-      diverged[run] = step
-      log.warning("run in %s diverged (non-finite loss) at step %d", workdirs[run], step)
-      if parallel.is_main_process():  # Survives a kill: the NaN state is checkpointed too.
-        workdir_lib.write_json(os.path.join(workdirs[run], workdir_lib.DIVERGED_FILE),
-                               {"step": step})
+      _mark_diverged(run, step, workdirs, diverged, "train/loss")
+
+
+def _mark_diverged(run: int, step: int, workdirs: Sequence[str], diverged: dict[int, int],
+                   what: str) -> None:
+  diverged[run] = step
+  log.warning("run in %s diverged (non-finite %s) at step %d", workdirs[run], what, step)
+  if parallel.is_main_process():  # Survives a kill: the NaN state is checkpointed too.
+    workdir_lib.write_json(os.path.join(workdirs[run], workdir_lib.DIVERGED_FILE),
+                           {"step": step})
+
+
+EVALUATION_LOSSES = ("val/loss", "test/loss")
+
+
+def _record_nonfinite_evaluation(final: list[dict], step: int, workdirs: Sequence[str],
+                                 diverged: dict[int, int], stop: bool) -> None:
+  """A non-finite validation or test loss (finite training, or no training, but weights that
+  predict inf or NaN) marks the run diverged like a non-finite training loss: its accuracy,
+  taken from NaN logits, means nothing."""
+  for run, metrics in enumerate(final):
+    bad = [k for k in EVALUATION_LOSSES if k in metrics and not np.isfinite(metrics[k])]
+    if not bad or run in diverged:
+      continue
+    if stop:
+      raise NonFiniteLossError(
+          f"{bad[0]} is {metrics[bad[0]]} after step {step} of the run in {workdirs[run]}: its "
+          "weights predict non-finite logits. Check the weights it started from "
+          "(config.init.path), or lower config.optim.lr.")
+    _mark_diverged(run, step, workdirs, diverged, bad[0])
 
 
 def _log_validation(evaluator, variables, task: _Task, tau: float, step, writers) -> None:

@@ -97,8 +97,12 @@ def read_diverged(workdir: str) -> int | None:
   path = os.path.join(workdir, DIVERGED_FILE)
   if not os.path.exists(path):
     return None
-  with open(path) as f:
-    return int(json.load(f)["step"])
+  record = storage.read_json(path, "the step at which the run's loss turned non-finite")
+  step = record.get("step") if isinstance(record, dict) else None
+  if not isinstance(step, int) or isinstance(step, bool):
+    raise storage.WorkdirError(f"{path} holds no integer 'step' (got {record!r}): it was edited "
+                               "by hand or damaged. Delete it to train that run again.")
+  return step
 
 
 def has_progress(workdir: str) -> bool:
