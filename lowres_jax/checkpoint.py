@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import contextlib
 import glob
 import logging
 import os
 import shutil
+import sys
 from typing import Any
 
 import orbax.checkpoint as ocp
@@ -46,11 +48,13 @@ def save(manager: ocp.CheckpointManager, step: int, state: Any) -> None:
   for leftover in glob.glob(os.path.join(directory, f"{step}.orbax-checkpoint-tmp*")):
     shutil.rmtree(leftover, ignore_errors=True)
   failpoints.hit("checkpoint.save")
+  _ignore_closed_loop_callbacks()  # Before the write: its threads fail while save() waits.
   try:
-    if step in manager.all_steps():
-      manager.delete(step)
-    manager.save(step, args=ocp.args.StandardSave(state), force=True)
-    manager.wait_until_finished()
+    with _quiet_orbax_threads():
+      if step in manager.all_steps():
+        manager.delete(step)
+      manager.save(step, args=ocp.args.StandardSave(state), force=True)
+      manager.wait_until_finished()
   except Exception as error:  # Orbax reports a full disk as ValueError("RESOURCE_EXHAUSTED...").
     if not _is_storage_error(error):
       raise
@@ -59,10 +63,31 @@ def save(manager: ocp.CheckpointManager, step: int, state: Any) -> None:
     earlier = sorted(s for s in manager.all_steps() if s != step)
     kept = (f"the checkpoint of step {earlier[-1]} is intact" if earlier
             else "no earlier checkpoint exists")
-    raise storage.WorkdirError(
+    failure = storage.WorkdirError(
         f"could not save the checkpoint of step {step} in {directory}: "
-        f"{_first_line(error)}; {kept}. Free space (or fix the cause) and rerun the same "
-        "command to resume.") from None
+        f"{_storage_cause(error)}; {kept}. Free space (or fix the cause) and rerun the same "
+        "command to resume.")
+    # Tensorstore's threads still hold callbacks into orbax's closed event loop, and the
+    # interpreter's shutdown runs them (a traceback each): the command line exits at once.
+    failure.exit_at_once = True
+    raise failure from None
+
+
+def _ignore_closed_loop_callbacks() -> None:
+  """When a write fails, tensorstore's threads still complete the futures of orbax's
+  per-save event loop, which orbax has closed; each prints 'RuntimeError: Event loop is
+  closed' through sys.excepthook, dozens of tracebacks around the one line a user reads.
+  That one error is dropped; every other one is printed as before."""
+  previous = sys.excepthook
+  if getattr(previous, "ignores_closed_loops", False):
+    return
+
+  def hook(kind, value, traceback):
+    if kind is RuntimeError and str(value) == "Event loop is closed":
+      return
+    previous(kind, value, traceback)
+  hook.ignores_closed_loops = True
+  sys.excepthook = hook
 
 
 def _is_storage_error(error: Exception) -> bool:
@@ -73,10 +98,41 @@ def _is_storage_error(error: Exception) -> bool:
                                     "PERMISSION_DENIED", "Read-only file system"))
 
 
-def _first_line(error: Exception) -> str:
+# Tensorstore's status codes and the OS texts inside its messages, as the cause a user acts
+# on: its full message is a long path into orbax's temporary folders.
+_STORAGE_CAUSES = (("No space left", "the disk is full (No space left on device)"),
+                   ("RESOURCE_EXHAUSTED", "the disk is full (No space left on device)"),
+                   ("Read-only file system", "the file system is read-only"),
+                   ("PERMISSION_DENIED", "permission denied"))
+
+
+def _storage_cause(error: Exception) -> str:
   if isinstance(error, OSError):
     return storage.describe_os_error(error)
-  return str(error).strip().splitlines()[0][:300]
+  text = str(error)
+  for marker, cause in _STORAGE_CAUSES:
+    if marker in text:
+      return cause
+  return text.strip().splitlines()[0][:300]
+
+
+class _OrbaxThreadErrors(logging.Filter):
+  """Drops orbax's background-thread reports of a failed write (an ERROR record with its
+  traceback per thread): the same error reaches save(), which reports it in one line."""
+
+  def filter(self, record: logging.LogRecord) -> bool:
+    return not (record.levelno >= logging.ERROR and "orbax" in record.pathname
+                and "raised an exception" in record.getMessage())
+
+
+@contextlib.contextmanager
+def _quiet_orbax_threads():
+  absl_logger, dropped = logging.getLogger("absl"), _OrbaxThreadErrors()
+  absl_logger.addFilter(dropped)
+  try:
+    yield
+  finally:
+    absl_logger.removeFilter(dropped)
 
 
 def restore_latest(manager: ocp.CheckpointManager, template: Any,

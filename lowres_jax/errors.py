@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import logging
+import os
 import sys
 from typing import Callable
 
@@ -20,6 +22,11 @@ def run_with_clear_errors(entry: Callable[[], None]) -> None:
     entry()
   except user_error_types() as error:
     print(f"lowres_jax: error: {error}", file=sys.stderr)
+    if getattr(error, "exit_at_once", False):  # Whatever the error left running is broken.
+      logging.shutdown()
+      sys.stdout.flush()
+      sys.stderr.flush()
+      os._exit(2)
     sys.exit(2)
   except interrupt.Interrupted as stop:
     print(f"lowres_jax: {stop}", file=sys.stderr)

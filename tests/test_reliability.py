@@ -295,3 +295,65 @@ def test_a_workdir_saved_before_config_adapt_existed_is_the_same_run(tmp_path):
   config.adapt.methods = ("sam",)
   with pytest.raises(ConfigError, match="adapt.methods"):
     workdir_lib.check_same_config(config, str(tmp_path))
+
+
+@contextlib.contextmanager
+def _small_disk(path, size_kb: int, free_kb: int, options: str = ""):
+  """A real ``size_kb`` tmpfs at ``path`` with a ballast file leaving ``free_kb`` free (root
+  only; the test skips where mounting is not allowed). Yields the ballast's path."""
+  path.mkdir()
+  mount = subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size_kb}k{options}", "tmpfs",
+                          str(path)], capture_output=True, text=True)
+  if mount.returncode != 0:
+    pytest.skip(f"cannot mount a tmpfs here: {mount.stderr.strip()}")
+  try:
+    ballast = path / "ballast"
+    if free_kb is not None:
+      stat = os.statvfs(path)
+      ballast.write_bytes(b"\0" * (stat.f_bavail * stat.f_frsize - free_kb * 1024))
+    yield ballast
+  finally:
+    subprocess.run(["umount", str(path)], check=False)
+
+
+def test_a_really_full_disk_is_one_line_and_the_rerun_after_freeing_space_is_exact(
+    tmp_path, data_dir, reference):
+  """Orbax's own writer threads on a real full tmpfs, not a stub: one whole line naming the
+  cause (no orbax error logs), and after the ballast goes, the same result as an
+  uninterrupted run."""
+  with _small_disk(tmp_path / "disk", 2048, free_kb=60) as ballast:
+    workdir = tmp_path / "disk" / "run"
+    full = run_main([*_flags(data_dir, tmp_path), f"--workdir={workdir}"])
+    assert full.returncode == 2, full.stderr[-3000:]
+    # Tensorstore's threads may still print 'Event loop is closed' tracebacks from inside
+    # asyncio (not always through sys.excepthook, so not always dropped): measured, not fixed.
+    (line,) = _error_lines(full.stderr)
+    assert line.startswith("lowres_jax: error: could not save the checkpoint") and (
+        "the disk is full (No space left on device)" in line and line.endswith("to resume.")), line
+    ballast.unlink()
+    rerun = run_main([*_flags(data_dir, tmp_path), f"--workdir={workdir}"])
+    assert rerun.returncode == 0, rerun.stderr[-3000:]
+    assert _outcome(workdir) == reference
+
+
+@pytest.mark.parametrize("options, free_kb, says", [
+    (",ro", None, "is not writable"), ("", 16, "No space left on device")],
+    ids=["read-only", "full"])
+def test_a_data_dir_that_cannot_take_the_dataset_is_one_clear_line(tmp_path, options, free_kb,
+                                                                   says):
+  with _small_disk(tmp_path / "data", 1024, free_kb, options):
+    result = run_main([*ARGS, f"--config.data.data_dir={tmp_path / 'data'}",
+                       f"--config.cache_dir={tmp_path / 'cache'}", "--progress=false",
+                       f"--workdir={tmp_path / 'run'}"])
+    assert result.returncode == 2 and "Traceback" not in result.stderr, result.stderr[-3000:]
+    (line,) = _error_lines(result.stderr)
+    assert "config.data.data_dir" in line and says in line, line
+
+
+def test_a_killed_dataset_preparation_leaves_nothing_behind_for_the_next(tmp_path):
+  from lowres_jax.data import sources
+  leftover = tmp_path / "sklearn_digits" / "incomplete.ABC123_1.0.0"
+  leftover.mkdir(parents=True)
+  (leftover / "sklearn_digits-train.array_record-00000-of-00001").write_bytes(b"half written")
+  train = sources.load_split("digits", "train", str(tmp_path))
+  assert len(train) > 1000 and not leftover.exists()

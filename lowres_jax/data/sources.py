@@ -10,11 +10,13 @@ from __future__ import annotations
 import dataclasses
 import functools
 import os
+import shutil
 from typing import Mapping
 
 import numpy as np
 import tensorflow_datasets as tfds
 
+from lowres_jax import storage
 from lowres_jax.user_error import UserError
 from lowres_jax.data import builders
 
@@ -69,12 +71,39 @@ def resolve_data_dir(data_dir: str) -> str:
 
 
 def _prepare_local_builder(name: str, data_dir: str) -> tfds.core.DatasetBuilder:
-  builder = builders.LOCAL_BUILDERS[name](data_dir=data_dir, file_format="array_record")
-  if not builder.is_prepared():
-    tfds.disable_progress_bar()  # One-off preparation; its nested bars swamp the run's log.
-    builder.download_and_prepare(
-        download_config=tfds.download.DownloadConfig(verify_ssl=False))
-  return builder
+  def make():
+    return builders.LOCAL_BUILDERS[name](data_dir=data_dir, file_format="array_record")
+  builder = make()
+  if builder.is_prepared():
+    return builder
+  try:
+    # One preparer at a time (sweep shards share a data dir): whatever incomplete.* folder is
+    # there while this process holds the lock is a killed preparation's, and goes.
+    with storage.owner(data_dir, f"prepare-{name}", flag="config.data.data_dir", wait=True):
+      builder = make()  # Another process may have prepared it while this one waited.
+      if not builder.is_prepared():
+        _remove_killed_preparations(os.path.dirname(builder.data_dir))
+        tfds.disable_progress_bar()  # One-off preparation; its nested bars swamp the log.
+        builder.download_and_prepare(
+            download_config=tfds.download.DownloadConfig(verify_ssl=False))
+  except (OSError, RuntimeError) as error:  # array_record reports a full disk as RuntimeError.
+    if not isinstance(error, OSError) and "No space left" not in str(error):
+      raise
+    cause = (storage.describe_os_error(error) if isinstance(error, OSError)
+             else "No space left on device")
+    raise DatasetError(
+        f"cannot prepare dataset {name!r} under {data_dir}: {cause}. "
+        "Set config.data.data_dir (or $TFDS_DATA_DIR) to a writable folder with free space "
+        "(a few MB per dataset).") from None
+  return make()
+
+
+def _remove_killed_preparations(dataset_dir: str) -> None:
+  if not os.path.isdir(dataset_dir):
+    return
+  for entry in os.listdir(dataset_dir):
+    if entry.startswith(tfds.core.constants.INCOMPLETE_PREFIX):
+      shutil.rmtree(os.path.join(dataset_dir, entry), ignore_errors=True)
 
 
 def _catalogue_source(name: str, split: str, data_dir: str):
