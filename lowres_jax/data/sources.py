@@ -86,6 +86,8 @@ def _prepare_local_builder(name: str, data_dir: str) -> tfds.core.DatasetBuilder
         tfds.disable_progress_bar()  # One-off preparation; its nested bars swamp the log.
         builder.download_and_prepare(
             download_config=tfds.download.DownloadConfig(verify_ssl=False))
+  except UserError:  # Already says what is wrong (raw files missing, a lock held).
+    raise
   except (OSError, RuntimeError) as error:  # array_record reports a full disk as RuntimeError.
     if not isinstance(error, OSError) and "No space left" not in str(error):
       raise
