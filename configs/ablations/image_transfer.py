@@ -13,7 +13,7 @@ class, 5 seeds, 10 validation examples per class. Methods:
 Tune once, then test on fresh seeds: every method searches its learning rate (``SEARCH``, four
 half-decade values, grown past an edge pick) at 5 shots on seeds 100-101 of each dataset by
 validation accuracy; every k then runs on seeds 0-4 at that pick and the table reports test
-accuracy there. Protocol fitted to the 2-core CPU budget (DESIGN.md): images resized to
+accuracy there. Protocol fitted to a 2-core CPU budget: images resized to
 32x32 RGB inside the model, 100 SGD steps of batch 32, BatchNorm momentum 0.9 (0.99 leaves
 the running statistics near their init after 100 steps, and a model trained from scratch then
 predicts one class in evaluation: measured 9% test accuracy at 10 shots).

@@ -27,7 +27,7 @@ class DatasetError(UserError, ValueError):
 
 @dataclasses.dataclass(frozen=True)
 class Examples:
-  """One split in memory as a dict of equally long arrays (DESIGN, spine v2).
+  """One split in memory as a dict of equally long arrays.
 
   Always ``id`` (stable int64 example ids) and ``label`` (int32), plus the inputs: ``image``
   (uint8 NHWC) for images, ``input_ids`` and ``attention_mask`` for text, and later whatever a

@@ -1,6 +1,6 @@
 """Turning a batch's raw inputs into what a model's first layer expects, inside jit.
 
-Models own their input handling (DESIGN, spine v2): the k-shot set stays on device as raw uint8
+Models own their input handling: the k-shot set stays on device as raw uint8
 pixels and each model, configured from its checkpoint's conventions, converts a batch itself.
 So the train step and evaluation know nothing about images, and a text batch passes the same
 step untouched.

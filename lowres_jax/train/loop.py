@@ -78,7 +78,7 @@ def train_group(configs: Sequence[ml_collections.ConfigDict], workdirs: Sequence
   todo = [i for i, s in enumerate(summaries) if s is None]
   if not todo:
     return summaries
-  # One owner per workdir (DESIGN: nothing lost): a second process on a run stops at once.
+  # One owner per workdir (nothing lost): a second process on a run stops at once.
   # In a multi-host run the processes are one run: the main one holds the locks.
   with contextlib.ExitStack() as held, interrupt.watching():
     for i in todo:
