@@ -48,6 +48,8 @@ NOTES = """
   probe is not significantly different from scratch at any k (Δ -5.8 to +8.4).
 - One tuning trial diverged (CNN transfer at lr 0.1 on Fashion-MNIST, marked †) and was not
   eligible; no evaluation run diverged.
+- Time: the 228 runs took 60 min of wall time in all on the 2-core CPU (each run's
+  timing/wall_s, compilation included), with tests sharing the cores for part of it.
 """
 BASELINE = "scratch"
 TUNED = ("optim.lr",)
