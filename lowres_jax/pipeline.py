@@ -22,7 +22,9 @@ unless its overrides change it.
 Every stage is an ordinary run, so a rerun skips finished stages (their summaries are read
 back), an interrupted stage resumes, and a stage that fails leaves the earlier stages'
 workdirs as they were. The result is one table: per stage, test accuracy, parameters (non-zero
-and total), bytes on disk and the measured latency at batch 1 and 256.
+and total), the bytes of the weights themselves (int8 values and scales for the quantized stage;
+the files orbax writes vary a little between identical runs, these do not) and the measured
+latency at batch 1 and 256.
 """
 
 from __future__ import annotations
@@ -37,7 +39,6 @@ from lowres_jax import storage
 from lowres_jax.config import ConfigError
 
 STAGES = ("finetune", "distill", "prune", "quantize")
-MODEL_DIR = "model"  # A float stage's exported variables (orbax), for its bytes on disk.
 ROW_FILE = "stage.json"
 
 # What each stage changes before its own overrides ('' paths are filled with the previous
@@ -158,18 +159,13 @@ def _measured_row(name: str, config: ml_collections.ConfigDict, workdir: str,
     model = quantize.ptq_model(model, plan.quantize)
     variables = quantize.restore(os.path.join(workdir, quantize.INT8_DIR),
                                  quantize.abstract_variables(model, latency.batch_of(test, 1)))
-    disk_bytes = summary["int8/disk_bytes"]
   else:
     variables = checkpoint.load_variables(workdir)
-    export = os.path.join(workdir, MODEL_DIR)
-    if not os.path.isdir(export):
-      quantize.save(export, variables)
-    disk_bytes = quantize.directory_bytes(export)
   row = {"stage": name, "workdir": workdir,
          "test/accuracy": summary["int8/test/accuracy" if quantized else "test/accuracy"],
          "model/params": summary["model/params"],
          "model/nonzero_params": summary["model/nonzero_params"],
-         "disk_bytes": disk_bytes,
+         "weight_bytes": quantize.weight_bytes(variables),
          **{f"timing/{k}": v for k, v in latency.latencies_ms(model, variables, test).items()}}
   for key in ("test/teacher_agreement", "int8/test/float_agreement", "prune/sparsity"):
     if key in summary:
@@ -181,11 +177,11 @@ def _measured_row(name: str, config: ml_collections.ConfigDict, workdir: str,
 
 def format_pipeline_table(rows: list[dict], workdir: str) -> str:
   lines = [f"pipeline ({workdir})", "",
-           "| stage | test accuracy | non-zero / total params | disk | latency b1 | "
+           "| stage | test accuracy | non-zero / total params | weights | latency b1 | "
            "latency b256 |", "|---|---|---|---|---|---|"]
   for row in rows:
     lines.append(
         f"| {row['stage']} | {row['test/accuracy']:.4f} | {row['model/nonzero_params']:,} / "
-        f"{row['model/params']:,} | {row['disk_bytes'] / 1024:.1f} KiB | "
+        f"{row['model/params']:,} | {row['weight_bytes'] / 1024:.1f} KiB | "
         f"{row['timing/latency_b1_ms']:.2f} ms | {row['timing/latency_b256_ms']:.2f} ms |")
   return "\n".join(lines)

@@ -39,6 +39,13 @@ def test_int8_runs_agree_with_their_float_model(data_dir, tmp_path, float_run, m
   assert summary["int8/test/float_agreement"] >= 0.97
   assert abs(summary["int8/test/accuracy"] - summary["test/accuracy"]) <= 0.02
   assert 0 < summary["int8/disk_bytes"]
+  float_params = checkpoint.load_variables(float_run[0])["params"]
+  kernels = sum(leaf.size for path, leaf in jax.tree_util.tree_leaves_with_path(float_params)
+                if "kernel" in jax.tree_util.keystr(path))
+  # A byte per kernel value plus float scales and float32 biases: above one byte per kernel
+  # value, well under the float model's four.
+  float_bytes = quantize.weight_bytes(float_params)
+  assert kernels <= summary["int8/weight_bytes"] < float_bytes / 2
 
 
 def test_w8a8_lowers_to_int8_ops_and_weight_only_does_not(data_dir, float_run):

@@ -135,6 +135,12 @@ def restore(path: str, target: Any) -> dict:
   return ocp.StandardCheckpointer().restore(os.path.abspath(path), target)
 
 
+def weight_bytes(variables: Any) -> int:
+  """Bytes of the model's arrays themselves (int8 values and their float scales after
+  quantization): unlike the files orbax writes, the same for identical runs."""
+  return int(sum(np.asarray(leaf).nbytes for leaf in jax.tree.leaves(variables)))
+
+
 def directory_bytes(path: str) -> int:
   """Bytes of the files under ``path`` (what the model costs on disk)."""
   return sum(os.path.getsize(os.path.join(root, name))
@@ -172,4 +178,5 @@ def quantize_and_evaluate(model: nn.Module, spec: QuantizeSpec, variables: dict,
   metrics["int8/test/float_agreement"] = float(np.mean(
       np.argmax(logits, -1) == np.argmax(float_test_logits, -1)))
   metrics["int8/disk_bytes"] = directory_bytes(path) if os.path.isdir(path) else None
+  metrics["int8/weight_bytes"] = weight_bytes(int8)
   return metrics
