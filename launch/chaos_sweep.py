@@ -1,7 +1,9 @@
-"""SIGKILLs a sweep at random moments until it completes; proves nothing was lost or changed.
+"""Kills a sweep or a pipeline at random moments until it completes; proves nothing was lost.
 
   python launch/chaos_sweep.py [--kills=10] [--seed=0] [--workdir=/tmp/chaos] \
       [--out=results/chaos_sweep.md]
+  python launch/chaos_sweep.py --target=pipeline [--kills=10] [--seed=0] \
+      [--out=results/chaos_pipeline.md]
 
 A 12-run grid (tiny CNN on digits; shots x learning rate x 3 seeds, trained as vmapped groups
 of 6 with --vmap=true; ``--steps`` per run, a checkpoint every tenth) runs once uninterrupted as the reference. Then the same sweep is started
@@ -14,7 +16,12 @@ again and again in a second directory, each time killed with SIGKILL at a seeded
 - ``file``: an atomic file written under its temporary name, not yet renamed (``file.replace``);
 - ``report``: the sweep report's table written, its CSV and plot not yet (``report.write``),
 
-until at least ``--kills`` kills have landed and a start then runs to the end. The first
+until at least ``--kills`` kills have landed and a start then runs to the end.
+
+``--target=pipeline`` does the same to the four-stage pipeline of ``configs/default.py``
+(tiny, from scratch: fine-tune, distill, prune, quantize), adding ``sigterm`` (a scheduler's
+preemption after a random delay: the start must stop with one line and exit 143), and
+compares every stage's summary and metrics log and the pipeline's table (latencies aside). The first
 three fifths of the kills are timed or mid-checkpoint (they stop training), the rest wait for
 a group's or the grid's end, each part in seeded random order. Every run's
 summary (timing aside) and metrics log, and the report's CSV and table, are then compared with
@@ -62,6 +69,8 @@ def get_sweep():
           for k in (2, 5) for lr in (0.02, 0.05) for s in range(3)]
 '''
 MODES = ("time", "checkpoint", "summary", "file", "report")
+PIPELINE_MODES = ("time", "sigterm", "checkpoint", "summary", "file")
+PIPELINE_STAGES = ("1_finetune", "2_distill", "3_prune", "4_quantize")
 
 
 def checkpoint_every(steps: int) -> int:
@@ -72,6 +81,15 @@ def checkpoint_every(steps: int) -> int:
 def sweep_command(config: str, workdir: str) -> list[str]:
   return [sys.executable, "-m", "lowres_jax.sweep", f"--config={config}",
           f"--workdir={workdir}", "--vmap=true", "--progress=false"]
+
+
+def pipeline_command(workdir: str) -> list[str]:
+  data_dir = os.path.join(os.path.dirname(workdir), "data")
+  cache_dir = os.path.join(os.path.dirname(workdir), "cache")
+  return [sys.executable, "-m", "lowres_jax.main",
+          "--config=configs/default.py:tiny=1,init=scratch", f"--workdir={workdir}",
+          f"--config.data.data_dir={data_dir}", f"--config.source.data.data_dir={data_dir}",
+          f"--config.cache_dir={cache_dir}", "--progress=false"]
 
 
 def environment(failpoint: str = "") -> dict:
@@ -86,7 +104,7 @@ def kill_modes(rng: random.Random, count: int, allowed: list[str]) -> list[str]:
   """The modes of ``count`` kills: first those that stop a grid mid-training (timed, inside a
   checkpoint), then those that wait for a group's or the grid's end (summary, file, report),
   each part in seeded random order, so every kind lands before the grid completes."""
-  early = [m for m in ("time", "checkpoint") if m in allowed]
+  early = [m for m in ("time", "sigterm", "checkpoint") if m in allowed]
   late = [m for m in ("summary", "file", "report") if m in allowed]
   num_early = (count * 3) // 5 if early and late else (count if early else 0)
   modes = [early[i % len(early)] for i in range(num_early)]
@@ -97,9 +115,21 @@ def kill_modes(rng: random.Random, count: int, allowed: list[str]) -> list[str]:
   return head + tail
 
 
-def draw_kill(rng: random.Random, mode: str,
-              reference_seconds: float) -> tuple[str, str, float]:
-  """(mode, failpoint spec, delay in seconds for a timed kill)."""
+def draw_kill(rng: random.Random, mode: str, reference_seconds: float,
+              stages_left: int = 0) -> tuple[str, str, float]:
+  """(mode, failpoint spec, delay in seconds for a timed kill or SIGTERM). ``stages_left``
+  (pipeline only) keeps a failpoint's count within what the unfinished stages still reach."""
+  if stages_left:
+    if mode in ("time", "sigterm"):  # From process start: imports, compilation or a stage,
+      # within the share of the reference's time that the unfinished stages take.
+      share = stages_left / len(PIPELINE_STAGES)
+      return mode, "", rng.uniform(1.0, max(2.0, 0.8 * reference_seconds * share))
+    # Each tiny stage but the last saves at least one checkpoint and writes a few files.
+    point, most = {"checkpoint": ("checkpoint.save", max(1, stages_left - 1)),
+                   "summary": ("run.summary", stages_left),
+                   "file": ("file.replace", 3 * stages_left)}[mode]
+    delay = f":{rng.randint(0, 30)}" if mode == "checkpoint" else ""
+    return mode, f"{point}:{rng.randint(1, most)}{delay}", 0.0
   if mode == "time":
     # From process start: inside imports and compilation, or a few checkpoints into training.
     return mode, "", rng.uniform(1.0, min(20.0, max(2.0, 0.8 * reference_seconds)))
@@ -113,21 +143,37 @@ def draw_kill(rng: random.Random, mode: str,
   return mode, "report.write:1", 0.0
 
 
+SIGTERM_EXIT = 128 + signal.SIGTERM  # A run stopped cleanly by a scheduler's preemption.
+
+
 def start_until_killed(command: list[str], mode: str, failpoint: str,
                        delay: float) -> tuple[int, float]:
-  """Runs one start; returns (exit code, seconds it lived). -9 means it was SIGKILLed."""
+  """Runs one start; returns (exit code, seconds it lived). -9 means it was SIGKILLed, 143
+  that a SIGTERM stopped it cleanly (checked: one 'lowres_jax: stopped by SIGTERM' line)."""
   start = time.perf_counter()
   process = subprocess.Popen(command, cwd=REPO, env=environment(failpoint),
                              stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
-  if mode == "time":
+  if mode in ("time", "sigterm"):
     try:
       process.wait(timeout=delay)
     except subprocess.TimeoutExpired:
-      process.send_signal(signal.SIGKILL)
+      process.send_signal(signal.SIGKILL if mode == "time" else signal.SIGTERM)
   _, stderr = process.communicate()
-  if process.returncode not in (0, -signal.SIGKILL):
-    raise RuntimeError(f"a start failed with exit code {process.returncode}:\n{stderr[-3000:]}")
-  return process.returncode, time.perf_counter() - start
+  code = process.returncode
+  if code == SIGTERM_EXIT:
+    lines = [line for line in stderr.splitlines() if line.startswith("lowres_jax:")]
+    if len(lines) != 1 or not lines[0].startswith("lowres_jax: stopped by SIGTERM") or (
+        "Traceback" in stderr):
+      raise RuntimeError(f"a SIGTERM did not end in one clear line:\n{stderr[-3000:]}")
+  # -SIGTERM: the signal came before Python's handlers were installed (during interpreter
+  # start-up), when nothing has been written yet; the default action is then right.
+  if code not in (0, -signal.SIGKILL, SIGTERM_EXIT, -signal.SIGTERM):
+    raise RuntimeError(f"a start failed with exit code {code}:\n{stderr[-3000:]}")
+  return code, time.perf_counter() - start
+
+
+def landed(code: int) -> bool:
+  return code in (-signal.SIGKILL, SIGTERM_EXIT, -signal.SIGTERM)
 
 
 def finished_runs(workdir: str) -> int:
@@ -158,17 +204,58 @@ def compare(reference: str, chaos: str) -> tuple[list[str], int]:
   return differences, resumed
 
 
-def _read_run(directory: str):
+def compare_pipelines(reference: str, chaos: str) -> tuple[list[str], int]:
+  """Differences between two pipeline directories (each stage's summary and metrics log, the
+  pipeline's table rows), latencies and orbax's directory sizes aside, and how many stages
+  resumed mid-way."""
+  differences, resumed = [], 0
+  for stage in PIPELINE_STAGES:
+    got, want = (_read_run(os.path.join(base, stage), base) for base in (chaos, reference))
+    if got is None:
+      differences.append(f"{stage}: no summary after the chaos")
+      continue
+    resumed += got[0].pop("resumed", 0) > 0
+    want[0].pop("resumed", 0)
+    for part, (a, b) in zip(("summary", "metrics.jsonl"), zip(got, want)):
+      if a != b:
+        differences.append(f"{stage}: {part} differs")
+  got, want = (_read_table(base) for base in (chaos, reference))
+  if got != want:
+    differences.append("pipeline.json differs")
+  return differences, resumed
+
+
+def _read_table(base: str) -> list[dict] | None:
+  path = os.path.join(base, "pipeline.json")
+  if not os.path.exists(path):
+    return None
+  with open(path) as f:
+    rows = json.loads(_masked(f.read(), base))["stages"]
+  # Latencies are measured anew by each start that reaches a stage's end.
+  return [{k: v for k, v in row.items() if not k.startswith("timing/")} for row in rows]
+
+
+def _masked(text: str, base: str) -> str:
+  """``text`` with the directory ``base`` written as DIR (a pipeline's configs name their
+  stages' paths)."""
+  return text.replace(f"{base}/", "DIR/").replace(f'"{base}"', '"DIR"')
+
+
+def _read_run(directory: str, base: str = ""):
   path = os.path.join(directory, "summary.json")
   if not os.path.exists(path):
     return None
   with open(path) as f:
-    summary = json.load(f)
+    summary = json.loads(_masked(f.read(), base) if base else f.read())
   resumed = summary.get("timing/resumed_from_step", 0)
-  summary = {k: v for k, v in summary.items() if not k.startswith("timing/")}
+  # The bytes orbax spends on the int8 directory vary with its layout between identical runs
+  # (the weights' own bytes, int8/weight_bytes, are compared).
+  summary = {k: v for k, v in summary.items()
+             if not k.startswith("timing/") and not k.endswith("disk_bytes")}
   summary["resumed"] = resumed
   with open(os.path.join(directory, "metrics.jsonl")) as f:
-    metrics = [json.loads(line) for line in f]
+    metrics = [{k: v for k, v in json.loads(line).items() if not k.endswith("disk_bytes")}
+               for line in f]
   return summary, metrics
 
 
@@ -181,31 +268,134 @@ def _read_report(path: str, base: str) -> str | None:
     # file name starts with the chaos directory's name.
 
 
-def write_markdown(path: str, kills: list[dict], differences: list[str],
-                   resumed: int, runs: int, reference_seconds: float, steps: int) -> None:
-  landed = sum(k["exit"] == -signal.SIGKILL for k in kills)
-  lines = produced_by.header(
-      "Chaos sweep: SIGKILL at random moments, then compare with an uninterrupted sweep") + [
-      f"Date: {datetime.date.today()}. Grid: {runs} runs (tiny CNN on digits, 2 shots x 2 "
-      f"learning rates x 3 seeds, vmapped groups of 6, {steps} steps, a checkpoint every "
-      f"{checkpoint_every(steps)}). "
-      f"The uninterrupted reference took {reference_seconds:.1f} s.", "",
-      f"**Kills landed: {landed}. Runs resumed from a checkpoint: {resumed}. "
-      f"Differences found: {len(differences)}** (summaries timing aside, metrics logs, report "
-      "table and CSV).", "",
-      "| start | kill moment | failpoint / delay | exit | lived (s) | runs finished after |",
-      "|---|---|---|---|---|---|",
-  ]
+def _exit_text(code: int) -> str:
+  return {-signal.SIGKILL: "SIGKILL", SIGTERM_EXIT: "143 (one line)",
+          -signal.SIGTERM: "SIGTERM at start-up"}.get(code, f"{code} (outlived)")
+
+
+def section(target: dict) -> list[str]:
+  """One target's markdown: what ran, the counts, one row per start, the differences."""
+  kills, differences = target["kills"], target["differences"]
+  lines = [f"## {target['title']}", "", target["description"], "",
+           f"**Kills landed: {sum(landed(k['exit']) for k in kills)}. "
+           f"{target['unit']} resumed from a checkpoint: {target['resumed']}. "
+           f"Differences found: {len(differences)}** ({target['compared']}).", "",
+           *([f"The last start outlived its kill moment and finished the {target['unit'].lower()}"
+              ", so fewer kills landed than asked.", ""]
+             if sum(landed(k["exit"]) for k in kills) < target["asked"] else []),
+           f"| start | kill moment | failpoint / delay | exit | lived (s) | "
+           f"{target['unit'].lower()} finished after |", "|---|---|---|---|---|---|"]
   for i, kill in enumerate(kills, 1):
     moment = kill["failpoint"] or f"{kill['delay']:.2f} s"
-    outcome = "SIGKILL" if kill["exit"] == -signal.SIGKILL else f"{kill['exit']} (outlived)"
-    lines.append(f"| {i} | {kill['mode']} | `{moment}` | {outcome} | {kill['lived']:.1f} | "
-                 f"{kill['finished']} |")
+    lines.append(f"| {i} | {kill['mode']} | `{moment}` | {_exit_text(kill['exit'])} | "
+                 f"{kill['lived']:.1f} | {kill['finished']} |")
   lines += ["", "Differences:" if differences else "No differences.", ""]
   lines += [f"- {d}" for d in differences]
+  return lines + ([""] if differences else [])
+
+
+def write_markdown(path: str, targets: list[dict]) -> None:
+  lines = produced_by.header("Chaos: kills at random moments, then compare with an "
+                             "uninterrupted run") + [f"Date: {datetime.date.today()}.", ""]
+  for target in targets:
+    lines += section(target)
   os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
   with open(path, "w") as f:
-    f.write("\n".join(lines) + "\n")
+    f.write("\n".join(lines).rstrip("\n") + "\n")
+
+
+def finished_stages(workdir: str) -> int:
+  return sum(os.path.exists(os.path.join(workdir, stage, "summary.json"))
+             for stage in PIPELINE_STAGES)
+
+
+def kill_until_done(rng: random.Random, args, command, reference_seconds: float,
+                    chaos: str, allowed: list[str], finished, stages: int = 0) -> list[dict]:
+  """Starts ``command`` again and again, each start killed at a drawn moment, until
+  ``args.kills`` kills have landed; then one start runs to the end."""
+  plan = kill_modes(rng, args.kills, allowed)
+  kills: list[dict] = []
+  count = 0
+  while True:
+    if count >= args.kills:  # Enough: this start runs to the end.
+      mode, failpoint, delay = "none", "", 0.0
+    else:  # A kill that did not land (its moment never came) is drawn again.
+      mode, failpoint, delay = draw_kill(rng, plan[count], reference_seconds,
+                                         stages - finished_stages(chaos) if stages else 0)
+    code, lived = start_until_killed(command, mode, failpoint, delay)
+    if mode == "none":
+      if code != 0:
+        raise RuntimeError(f"the final start exited with {code}")
+      break
+    count += landed(code)
+    kills.append({"mode": mode, "failpoint": failpoint, "delay": delay, "exit": code,
+                  "lived": lived, "finished": finished(chaos)})
+    print(f"start {len(kills)}: {mode} {failpoint or f'{delay:.2f}s'} -> exit {code}, "
+          f"{finished(chaos)} finished", flush=True)
+    if code == 0 and count < args.kills:
+      if stages:  # A finished pipeline has nothing left to kill: the table says so.
+        break
+      if "report" in plan:
+        plan[count] = "report"  # The grid is complete: only the report is left to kill.
+    if len(kills) > 20 * args.kills:
+      raise RuntimeError("too many starts outlived their kill moment")
+  return kills
+
+
+def chaos_sweep(args, rng: random.Random) -> dict:
+  directory = os.path.join(args.workdir, "sweep")
+  os.makedirs(directory)
+  config = os.path.join(directory, "chaos_ablation.py")
+  with open(config, "w") as f:
+    f.write(ABLATION.format(default=os.path.join(REPO, "configs", "default.py"),
+                            data_dir=os.path.join(directory, "data"),
+                            cache_dir=os.path.join(directory, "cache"), steps=args.steps,
+                            checkpoint_every=checkpoint_every(args.steps)))
+  reference, chaos = (os.path.join(directory, d) for d in ("reference", "chaos"))
+  start = time.perf_counter()
+  subprocess.run(sweep_command(config, reference), cwd=REPO, env=environment(), check=True,
+                 stdout=subprocess.DEVNULL)
+  reference_seconds = time.perf_counter() - start
+  allowed = [m for m in args.modes.split(",") if m in MODES]
+  kills = kill_until_done(rng, args, sweep_command(config, chaos), reference_seconds, chaos,
+                          allowed, finished_runs)
+  differences, resumed = compare(reference, chaos)
+  runs = len([d for d in os.listdir(reference) if os.path.isdir(os.path.join(reference, d))
+              and d != "cache"])
+  return {"title": "Sweep: SIGKILL at random moments", "kills": kills, "asked": args.kills,
+          "differences": differences, "resumed": resumed, "unit": "Runs",
+          "compared": "summaries timing aside, metrics logs, report table and CSV",
+          "description": (
+              f"Grid: {runs} runs (tiny CNN on digits, 2 shots x 2 learning rates x 3 seeds, "
+              f"vmapped groups of 6, {args.steps} steps, a checkpoint every "
+              f"{checkpoint_every(args.steps)}). The uninterrupted reference took "
+              f"{reference_seconds:.1f} s.")}
+
+
+def chaos_pipeline(args, rng: random.Random) -> dict:
+  directory = os.path.join(args.workdir, "pipeline")
+  reference, chaos = (os.path.join(directory, d, "pipe") for d in ("reference", "chaos"))
+  start = time.perf_counter()
+  subprocess.run(pipeline_command(reference), cwd=REPO, env=environment(), check=True,
+                 stdout=subprocess.DEVNULL)
+  reference_seconds = time.perf_counter() - start
+  allowed = [m for m in args.modes.split(",") if m in PIPELINE_MODES]
+  kills = kill_until_done(rng, args, pipeline_command(chaos), reference_seconds, chaos,
+                          allowed, finished_stages, stages=len(PIPELINE_STAGES))
+  differences, resumed = compare_pipelines(reference, chaos)
+  return {"title": "Pipeline: SIGKILL and SIGTERM at random moments", "kills": kills,
+          "asked": args.kills,
+          "differences": differences, "resumed": resumed, "unit": "Stages",
+          "compared": "each stage's summary (timing and orbax's directory size aside) and "
+                      "metrics log, the pipeline's table (latencies aside)",
+          "description": (
+              "`python -m lowres_jax.main --config=configs/default.py:tiny=1,init=scratch`: "
+              "fine-tune (40 steps), distill (40), prune (20), quantize (int8, 0 steps), a "
+              "checkpoint every 20 steps; a SIGTERM must stop a start with one line and exit "
+              f"143. The uninterrupted reference took {reference_seconds:.1f} s.")}
+
+
+TARGETS = {"sweep": chaos_sweep, "pipeline": chaos_pipeline}
 
 
 def main() -> int:
@@ -214,54 +404,27 @@ def main() -> int:
   parser.add_argument("--seed", type=int, default=0)
   parser.add_argument("--workdir", default="/tmp/lowres_jax_chaos")
   parser.add_argument("--out", default="results/chaos_sweep.md")
+  parser.add_argument("--targets", default="sweep,pipeline",
+                      help="what to kill, in order: sweep, pipeline (each a section of --out)")
   parser.add_argument("--steps", type=int, default=3000,
-                      help="steps per run (a checkpoint every tenth): long enough for every "
-                      "kill to land while the grid trains")
-  parser.add_argument("--modes", default=",".join(MODES),
-                      help="kill moments to draw from (the test suite leaves out 'time')")
+                      help="steps per sweep run (a checkpoint every tenth): long enough for "
+                      "every kill to land while the grid trains")
+  parser.add_argument("--modes", default=",".join(dict.fromkeys(MODES + PIPELINE_MODES)),
+                      help="kill moments to draw from (the test suite leaves out the timed "
+                      "ones); each target uses those it knows")
   args = parser.parse_args()
   shutil.rmtree(args.workdir, ignore_errors=True)
   os.makedirs(args.workdir)
-  config = os.path.join(args.workdir, "chaos_ablation.py")
-  with open(config, "w") as f:
-    f.write(ABLATION.format(default=os.path.join(REPO, "configs", "default.py"),
-                            data_dir=os.path.join(args.workdir, "data"),
-                            cache_dir=os.path.join(args.workdir, "cache"), steps=args.steps,
-                            checkpoint_every=checkpoint_every(args.steps)))
-  reference, chaos = (os.path.join(args.workdir, d) for d in ("reference", "chaos"))
-  start = time.perf_counter()
-  subprocess.run(sweep_command(config, reference), cwd=REPO, env=environment(), check=True,
-                 stdout=subprocess.DEVNULL)
-  reference_seconds = time.perf_counter() - start
-  rng = random.Random(args.seed)
-  plan = kill_modes(rng, args.kills, args.modes.split(","))
-  kills: list[dict] = []
-  landed = 0
-  while True:
-    if landed >= args.kills:  # Enough: this start runs to the end.
-      mode, failpoint, delay = "none", "", 0.0
-    else:  # A kill that did not land (its moment never came) is drawn again.
-      mode, failpoint, delay = draw_kill(rng, plan[landed], reference_seconds)
-    code, lived = start_until_killed(sweep_command(config, chaos), mode, failpoint, delay)
-    if mode == "none":
-      break
-    landed += code == -signal.SIGKILL
-    if code == 0 and landed < args.kills and "report" in plan:
-      plan[landed] = "report"  # The grid is complete: only the report is left to kill.
-    kills.append({"mode": mode, "failpoint": failpoint, "delay": delay, "exit": code,
-                  "lived": lived, "finished": finished_runs(chaos)})
-    print(f"start {len(kills)}: {mode} {failpoint or f'{delay:.2f}s'} -> exit {code}, "
-          f"{finished_runs(chaos)} runs finished", flush=True)
-    if len(kills) > 20 * args.kills:
-      raise RuntimeError("too many starts outlived their kill moment")
-  differences, resumed = compare(reference, chaos)
-  runs = len([d for d in os.listdir(reference) if os.path.isdir(os.path.join(reference, d))
-              and d != "cache"])
-  write_markdown(args.out, kills, differences, resumed, runs, reference_seconds,
-                 args.steps)
-  print(f"kills landed: {landed}, runs resumed: {resumed}, differences: {len(differences)} "
-        f"-> {args.out}")
-  return 1 if differences else 0
+  targets = []
+  for name in args.targets.split(","):
+    # Each target its own seeded stream: one target's outcome does not move the other's draws.
+    targets.append(TARGETS[name](args, random.Random(f"{args.seed}-{name}")))
+    result = targets[-1]
+    print(f"{name}: kills landed: {sum(landed(k['exit']) for k in result['kills'])}, "
+          f"resumed: {result['resumed']}, differences: {len(result['differences'])}")
+  write_markdown(args.out, targets)
+  print(f"-> {args.out}")
+  return 1 if any(t["differences"] for t in targets) else 0
 
 
 if __name__ == "__main__":

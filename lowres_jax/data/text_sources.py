@@ -22,9 +22,10 @@ def get_tokenizer(spec: str) -> TextTokenizer:
   return TextTokenizer.from_path(spec)
 
 
-@functools.lru_cache(maxsize=16)
-def _load(name: str, split: str, data_dir: str, tokenizer: str, max_length: int,
-          text_feature: str, label_feature: str) -> tuple[sources.Examples, TokenStats]:
+def load_texts(name: str, split: str, data_dir: str = "", text_feature: str = "text",
+               label_feature: str = "label") -> tuple[np.ndarray, list[str], np.ndarray]:
+  """(ids, texts, labels) of one split, sorted by id: the raw strings behind
+  ``load_text_split`` (an outside implementation reads a run's examples through it)."""
   source = sources._data_source(name, split, sources.resolve_data_dir(data_dir))
   records = sources._read_all(source)
   for feature in (text_feature, label_feature):
@@ -38,9 +39,15 @@ def _load(name: str, split: str, data_dir: str, tokenizer: str, max_length: int,
          else np.arange(len(records), dtype=np.int64))
   # TFDS shuffles records on disk; sorting by id makes every later step independent of that.
   order = np.argsort(ids, kind="stable")
-  tokens, stats = get_tokenizer(tokenizer).encode_with_stats([texts[i] for i in order],
-                                                             max_length)
-  examples = sources.Examples({"id": ids[order], "label": labels[order], **tokens})
+  return ids[order], [texts[i] for i in order], labels[order]
+
+
+@functools.lru_cache(maxsize=16)
+def _load(name: str, split: str, data_dir: str, tokenizer: str, max_length: int,
+          text_feature: str, label_feature: str) -> tuple[sources.Examples, TokenStats]:
+  ids, texts, labels = load_texts(name, split, data_dir, text_feature, label_feature)
+  tokens, stats = get_tokenizer(tokenizer).encode_with_stats(texts, max_length)
+  examples = sources.Examples({"id": ids, "label": labels, **tokens})
   for array in (*examples.arrays.values(), stats.lengths):
     array.setflags(write=False)  # Shared by every run in the process through the cache.
   return examples, stats
