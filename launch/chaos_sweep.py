@@ -2,8 +2,7 @@
 
   python launch/chaos_sweep.py [--kills=10] [--seed=0] [--workdir=/tmp/chaos] \
       [--out=results/chaos_sweep.md]
-  python launch/chaos_sweep.py --target=pipeline [--kills=10] [--seed=0] \
-      [--out=results/chaos_pipeline.md]
+  python launch/chaos_sweep.py --targets=pipeline [--kills=10] [--seed=0]
 
 A 12-run grid (tiny CNN on digits; shots x learning rate x 3 seeds, trained as vmapped groups
 of 6 with --vmap=true; ``--steps`` per run, a checkpoint every tenth) runs once uninterrupted as the reference. Then the same sweep is started
@@ -18,15 +17,17 @@ again and again in a second directory, each time killed with SIGKILL at a seeded
 
 until at least ``--kills`` kills have landed and a start then runs to the end.
 
-``--target=pipeline`` does the same to the four-stage pipeline of ``configs/default.py``
-(tiny, from scratch: fine-tune, distill, prune, quantize), adding ``sigterm`` (a scheduler's
-preemption after a random delay: the start must stop with one line and exit 143), and
-compares every stage's summary and metrics log and the pipeline's table (latencies aside). The first
-three fifths of the kills are timed or mid-checkpoint (they stop training), the rest wait for
-a group's or the grid's end, each part in seeded random order. Every run's
-summary (timing aside) and metrics log, and the report's CSV and table, are then compared with
-the reference's; the target is zero differences. A kill that a start outlives (its moment
+The first three fifths of the kills are timed or mid-checkpoint (they stop training), the rest
+wait for a group's or the grid's end, each part in seeded random order. Every run's summary
+(timing aside) and metrics log, and the report's CSV and table, are then compared with the
+reference's; the target is zero differences. A kill that a start outlives (its moment
 never came) is listed as such.
+
+Then (``--targets``, default ``sweep,pipeline``, each a section of ``--out``) the same is
+done to the four-stage pipeline of ``configs/default.py`` (tiny, from scratch: fine-tune,
+distill, prune, quantize), adding ``sigterm`` (a scheduler's preemption after a random delay:
+the start must stop with one line and exit 143), and every stage's summary and metrics log
+and the pipeline's table (latencies aside) are compared.
 """
 
 from __future__ import annotations

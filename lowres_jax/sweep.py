@@ -405,9 +405,14 @@ def write_sweep_report(workdir: str, out_prefix: str | None = None, command: str
   prefix = out_prefix or os.path.join(workdir, "report")
   meta = {key: sweep.get(key) for key in ("title", "baseline", "notes", "column", "config",
                                           "protocol", "commit")}
+  own_metric = sweep.get("metric", "test/accuracy")
   meta.update({"command": command or sweep.get("command", ""),
-               "metric": metric or sweep.get("metric", "test/accuracy"),
-               "date": records_lib.today()})
+               "metric": metric or own_metric, "date": records_lib.today()})
+  if metric and metric != own_metric:  # The ablation's title and notes describe its metric.
+    title = (sweep.get("title") or "Sweep").split(" (")[0]
+    meta["title"] = f"{title}: {metric} of the same runs"
+    meta["notes"] = (f"- The runs of the ablation's own table ({own_metric}), tabled by "
+                     f"{metric}; what they show is written in that table's notes.")
   runs_path = prefix + ".runs.csv"
   records_lib.write_runs(runs_path, rows, meta)
   return {**report.report_from_runs(runs_path, prefix), "runs": runs_path}

@@ -18,7 +18,7 @@ def test_table_reports_paired_deltas_medians_and_targets_met_or_missed():
           _rows(0.75, 0.73, (11.0, 5.0))]
   text = format_table(runs, "T", "python x", "a note", [
       Target("small", "quantize", "finetune", -0.015, max_param_ratio=0.25, min_speedup=2.5),
-      Target("strict", "quantize", "finetune", 0.0, min_sparsity=0.6)])
+      Target("strict", "quantize", "finetune", 0.0, min_sparsity=0.6, min_speedup=3.0)])
   # Mean accuracy 75.0 and 74.0; paired differences -1, 0, -2 points: mean -1.0.
   assert "| finetune | 75.0 ± " in text and "| quantize | 74.0 ± " in text
   assert "| -1.0 ± 2.5 |" in text
@@ -29,4 +29,6 @@ def test_table_reports_paired_deltas_medians_and_targets_met_or_missed():
   assert "batch-256 speed-up 2.75x (target >= 2.5x): met" in text
   assert "(target >= +0.0): missed by 1.00" in text
   assert "sparsity 0.500 of the pruned weights (target >= 0.6): missed" in text
+  # A missed speed-up says how far short it is as a ratio (3.0 / 2.75), not a difference.
+  assert "batch-256 speed-up 2.75x (target >= 3x): missed (1.1 times short)" in text
   assert text.endswith("a note\n")

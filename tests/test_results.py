@@ -14,7 +14,11 @@ RESULTS = REPO / "results"
 ABLATIONS = sorted((REPO / "configs" / "ablations").glob("*.py"))
 
 
-@pytest.mark.parametrize("runs", sorted(RESULTS.glob("*.runs.csv")), ids=lambda p: p.name)
+# Sweep tables (lowres_jax.report); the peers' records have their own table script, below.
+SWEEP_RECORDS = sorted(p for p in RESULTS.glob("*.runs.csv") if p.name != "peers.runs.csv")
+
+
+@pytest.mark.parametrize("runs", SWEEP_RECORDS, ids=lambda p: p.name)
 def test_committed_table_regenerates_from_its_records(runs: pathlib.Path, tmp_path, monkeypatch):
   monkeypatch.chdir(REPO)  # The table names its records by their path from the repository.
   prefix = str(runs).removesuffix(".runs.csv")
@@ -41,3 +45,16 @@ def test_ablation_config_still_plans(path: pathlib.Path, tmp_path):
   stages = pipeline.stage_configs(config, str(tmp_path))
   assert [name for name, _, _ in stages] == list(config.pipeline)
   read_plan(stages[0][1])  # Later stages read their predecessor's workdir, which needs a run.
+
+
+def test_the_peers_table_regenerates_from_its_records():
+  """results/peers.md is a function of the peers' records and lowres_jax's records of the same
+  runs (launch/peers/peers_table.py), which also checks that both trained on the same examples."""
+  import sys
+  sys.path.insert(0, str(REPO / "launch" / "peers"))
+  import peer_records
+  import peers_table
+  records = peer_records.read(str(RESULTS / "peers.runs.csv"))
+  assert records, "results/peers.runs.csv is missing: run the commands in results/peers.md"
+  assert peers_table.format_table(records, "python launch/peers/peers_table.py") == (
+      RESULTS / "peers.md").read_text(), "rerun `python launch/peers/peers_table.py`"

@@ -1,6 +1,7 @@
 """The sweep: naming, grouping, restart, vmapped == sequential, --list and --shard."""
 
 import json
+import pathlib
 import shlex
 import subprocess
 import sys
@@ -113,6 +114,13 @@ def test_report_cli_writes_tables_from_a_sweep_dir(tmp_path, ablation, monkeypat
   assert "| scratch |" in markdown and "| finetune |" in markdown and "Δ" in markdown
   assert "train examples per run (10-shot: 50); validation 50 per run" in markdown
   assert (tmp_path / "out" / "table.png").stat().st_size > 1000
+  # Another metric of the same runs: the ablation's title and notes (about its own metric)
+  # are not carried over to it.
+  other = sweep.write_sweep_report(str(tmp_path / "sweep"), str(tmp_path / "out" / "few"),
+                                   metric="test/balanced_accuracy")
+  text = pathlib.Path(other["markdown"]).read_text()
+  assert ": test/balanced_accuracy of the same runs\n" in text.splitlines()[0] + "\n"
+  assert "tabled by test/balanced_accuracy; what they show is written in that table's notes" in text
 
 
 def test_a_diverging_setting_is_recorded_and_not_selected(tmp_path, ablation, monkeypatch):

@@ -33,14 +33,14 @@ image_config = load_module(os.path.join(_HERE, "..", "image_efficientnet.py"))
 TITLE = ("Augmentation: ImageNet EfficientNet-Lite0 on k-shot Fashion-MNIST "
          "(test accuracy, 10 classes)")
 NOTES = """
-- **Policy augmentation helps most where labels are fewest.** TrivialAugment adds +9.9 ± 4.3*
+- **Policy augmentation helps at 1 and 5 shots, not at 10.** TrivialAugment adds +9.9 ± 4.3*
   points at 1 shot (47.6 vs 37.7 with none) and +8.5 ± 3.5* at 5; RandAugment (N = 2, M = 0.3)
   +6.5 ± 5.3* and +9.8 ± 2.6*. They lead every column (TrivialAugment over RandAugment at 1
   shot by +3.4 ± 2.1*, RandAugment over TrivialAugment at 5 by +1.4 ± 1.1*). At 10 shots
   nothing beats no augmentation significantly (TrivialAugment +1.9 ± 2.5, n.s.).
 - **Crop and flip** (the image configs' default) help at 1 and 5 shots (+4.7*, +5.7*) and
   not at 10 (+0.6, n.s.).
-- **Label-mixing hurts as the shots grow**: mixup +4.9 (n.s.) / +4.6* / -1.9 (n.s.), CutMix
+- **Label-mixing hurts at 10 shots**: mixup +4.9 (n.s.) / +4.6* / -1.9 (n.s.), CutMix
   +2.3 / +1.4 (n.s.) / -7.4 ± 2.0* at 1 / 5 / 10 shots. In 100 steps the soft targets slow the
   fit more than they regularise; longer schedules (where mixup and CutMix are usually
   reported) are not measured here.

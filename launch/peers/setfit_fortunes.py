@@ -7,9 +7,11 @@ lowres_jax's ``text_fortunes`` runs, from the same all-MiniLM-L6-v2 directory.
 
 For each seed it reads ``method=setfit,shots=K,seed=S`` from the sweep's workdir: its
 ``split.json`` names the training examples (ids and their sha256, recorded beside each row).
-Two variants per seed: ``defaults`` (SetFit's own training arguments: pair sampling,
-one epoch, its learning rates, the model's 256-token limit, a logistic-regression head) and
-``max_length=32`` (the same with lowres_jax's sequence length). Test: every fortune of the
+Variants (``--variants``): ``max_length=32``, SetFit's own training arguments (pair
+oversampling, one epoch, its learning rates, a logistic-regression head) at lowres_jax's
+sequence length; ``defaults``, the same at the model's 256-token limit (measured at about
+20 s per step of 16 pairs on the 2-core CPU, over an hour per run at 8 shots, so not run
+there). Test: every fortune of the
 run's categories in the test split. Rows are appended to ``--out``; a finished row is
 skipped, so a stopped invocation resumes.
 """
@@ -43,6 +45,8 @@ def run_one(model_dir: str, train: tuple[list[str], np.ndarray], test: tuple[lis
   from setfit import SetFitModel, Trainer, TrainingArguments
   start = time.perf_counter()
   model = SetFitModel.from_pretrained(model_dir)
+  if max_length:  # TrainingArguments.max_length does not reach the body's tokenizer here.
+    model.model_body.max_seq_length = max_length
   arguments = TrainingArguments(seed=seed, max_length=max_length, report_to="none",
                                 show_progress_bar=False)
   trainer = Trainer(model=model, args=arguments,
@@ -60,6 +64,8 @@ def main() -> int:
   parser.add_argument("--seeds", default="0,1,2,3,4")
   parser.add_argument("--out", default="results/peers.runs.csv")
   parser.add_argument("--data_dir", default="")
+  parser.add_argument("--variants", default="max_length=32",
+                      help=f"comma-separated, of {', '.join(VARIANTS)}")
   args = parser.parse_args()
   import setfit
   import torch
@@ -76,7 +82,8 @@ def main() -> int:
     train = ([texts[i] for i in rows], labels[rows])
     keep = np.isin(test_labels, split["classes"])
     test = ([t for t, k in zip(test_texts, keep) if k], test_labels[keep])
-    for variant, max_length in VARIANTS.items():
+    for variant in args.variants.split(","):
+      max_length = VARIANTS[variant]
       if peer_records.done(args.out, PEER, variant, args.shots, seed):
         continue
       accuracy, seconds = run_one(model_dir, train, test, seed, max_length)

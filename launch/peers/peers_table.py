@@ -1,6 +1,6 @@
 """results/peers.md from the peers' records and lowres_jax's own records of the same runs.
 
-  python launch/peers/table.py [--peers=results/peers.runs.csv] [--out=results/peers.md]
+  python launch/peers/peers_table.py [--peers=results/peers.runs.csv] [--out=results/peers.md]
 
 A pure function of ``results/peers.runs.csv`` and the lowres_jax tables' per-run records
 (``results/text_fortunes.runs.csv``, ``results/image_transfer.runs.csv``), so the test suite
@@ -116,7 +116,7 @@ def main() -> int:
   parser.add_argument("--out", default="results/peers.md")
   args = parser.parse_args()
   text = format_table(peer_records.read(os.path.join(REPO, args.peers)),
-                      "python launch/peers/table.py")
+                      "python launch/peers/peers_table.py")
   with open(os.path.join(REPO, args.out), "w") as f:
     f.write(text)
   print(f"-> {args.out}")
