@@ -117,14 +117,17 @@ def kill_modes(rng: random.Random, count: int, allowed: list[str]) -> list[str]:
 
 
 def draw_kill(rng: random.Random, mode: str, reference_seconds: float,
-              stages_left: int = 0) -> tuple[str, str, float]:
+              stages_left: int | None = None) -> tuple[str, str, float]:
   """(mode, failpoint spec, delay in seconds for a timed kill or SIGTERM). ``stages_left``
-  (pipeline only) keeps a failpoint's count within what the unfinished stages still reach."""
-  if stages_left:
+  (pipeline only) keeps a failpoint's count within what the unfinished stages still reach;
+  with none left, only the table's measurement and files remain to be killed."""
+  if stages_left is not None:
     if mode in ("time", "sigterm"):  # From process start: imports, compilation or a stage,
       # within the share of the reference's time that the unfinished stages take.
-      share = stages_left / len(PIPELINE_STAGES)
+      share = max(stages_left, 0.5) / len(PIPELINE_STAGES)
       return mode, "", rng.uniform(1.0, max(2.0, 0.8 * reference_seconds * share))
+    if not stages_left:  # Every summary and checkpoint is written: a file write is left.
+      return "file", "file.replace:1", 0.0
     # Each tiny stage but the last saves at least one checkpoint and writes a few files.
     point, most = {"checkpoint": ("checkpoint.save", max(1, stages_left - 1)),
                    "summary": ("run.summary", stages_left),
@@ -322,7 +325,7 @@ def kill_until_done(rng: random.Random, args, command, reference_seconds: float,
       mode, failpoint, delay = "none", "", 0.0
     else:  # A kill that did not land (its moment never came) is drawn again.
       mode, failpoint, delay = draw_kill(rng, plan[count], reference_seconds,
-                                         stages - finished_stages(chaos) if stages else 0)
+                                         stages - finished_stages(chaos) if stages else None)
     code, lived = start_until_killed(command, mode, failpoint, delay)
     if mode == "none":
       if code != 0:
