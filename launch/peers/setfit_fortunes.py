@@ -21,6 +21,7 @@ from __future__ import annotations
 import argparse
 import os
 import sys
+import tempfile
 import time
 
 import numpy as np
@@ -47,8 +48,10 @@ def run_one(model_dir: str, train: tuple[list[str], np.ndarray], test: tuple[lis
   model = SetFitModel.from_pretrained(model_dir)
   if max_length:  # TrainingArguments.max_length does not reach the body's tokenizer here.
     model.model_body.max_seq_length = max_length
+  # No checkpoints (its default writes the whole model into ./checkpoints at the end).
   arguments = TrainingArguments(seed=seed, max_length=max_length, report_to="none",
-                                show_progress_bar=False)
+                                show_progress_bar=False, save_strategy="no",
+                                output_dir=os.path.join(tempfile.gettempdir(), "setfit_peer"))
   trainer = Trainer(model=model, args=arguments,
                     train_dataset=Dataset.from_dict({"text": train[0],
                                                      "label": train[1].tolist()}))
