@@ -20,6 +20,7 @@ import subprocess
 from typing import Any, Iterable, Sequence
 
 from lowres_jax import storage
+from lowres_jax.user_error import MissingInputError
 
 LEADING = ("phase", "run", "tuning_group", "setting", "dataset", "method", "shots", "seed")
 _TEXT_COLUMNS = ("tuning_group", "setting")  # Empty text that means "none", kept as "".
@@ -70,7 +71,7 @@ def write_runs(path: str, rows: Sequence[dict], meta: dict) -> None:
 def read_runs(path: str) -> tuple[list[dict], dict]:
   """The records (empty cells dropped but for the text columns) and the table description written beside them."""
   if not os.path.exists(path):
-    raise FileNotFoundError(f"{path} does not exist; a sweep writes it with --results=PREFIX")
+    raise MissingInputError(f"{path} does not exist; a sweep writes it with --results=PREFIX")
   with open(path, newline="") as f:
     rows = [{k: _value(v) for k, v in r.items() if v != "" or k in _TEXT_COLUMNS}
             for r in csv.DictReader(f)]

@@ -614,4 +614,5 @@ The second form rewrites a table from its per-run records alone.
 
 
 if __name__ == "__main__":
-  _cli()
+  from lowres_jax import errors
+  errors.run_with_clear_errors(_cli)

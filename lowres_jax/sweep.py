@@ -35,6 +35,7 @@ from lowres_jax import records as records_lib
 from lowres_jax import search, tune_once
 from lowres_jax.config import ConfigError, apply_overrides, load_module
 from lowres_jax.train import workdir as workdir_lib
+from lowres_jax.user_error import MissingInputError
 
 Overrides = dict[str, Any]
 SWEEP_FILE = "sweep.json"
@@ -360,11 +361,14 @@ def collect_records(workdir: str) -> tuple[dict, list[dict]]:
   method, shots) cell, so runs that differ in anything but the seed are never averaged
   together. A tune-once sweep records each run's phase, tuning group and setting itself.
   """
+  if not os.path.isdir(workdir):
+    raise MissingInputError(f"no sweep directory at {workdir}; run lowres_jax.sweep into it "
+                            "first (--workdir)")
   candidates = [SWEEP_FILE] + sorted(f for f in os.listdir(workdir) if f.startswith("sweep-shard"))
   path = next((os.path.join(workdir, f) for f in candidates
                if os.path.exists(os.path.join(workdir, f))), None)
   if path is None:
-    raise FileNotFoundError(f"{workdir} holds no {SWEEP_FILE}; run lowres_jax.sweep into it first")
+    raise MissingInputError(f"{workdir} holds no {SWEEP_FILE}; run lowres_jax.sweep into it first")
   from lowres_jax import storage
   sweep = storage.read_json(path, "the sweep's list of runs")
   finished = []
@@ -401,7 +405,7 @@ def write_sweep_report(workdir: str, out_prefix: str | None = None, command: str
   from lowres_jax import report
   sweep, rows = collect_records(workdir)
   if not records_lib.table_records(rows):
-    raise FileNotFoundError(f"no finished runs in {workdir} to report")
+    raise MissingInputError(f"no finished runs in {workdir} to report")
   prefix = out_prefix or os.path.join(workdir, "report")
   meta = {key: sweep.get(key) for key in ("title", "baseline", "notes", "column", "config",
                                           "protocol", "commit")}

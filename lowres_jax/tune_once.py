@@ -11,7 +11,7 @@ An ablation config declares, beside ``get_config`` and ``get_sweep`` (the evalua
 without the tuned keys)::
 
   SEARCH = {"finetune": {"optim.lr": log_grid(1e-5, 1e-3, 5)},          # method -> key -> space
-            "l2sp": {"optim.lr": log_grid(...), "method_args.alpha": choices(...)}}
+            "l2sp": {"optim.lr": log_grid(...), "adapt.l2sp": choices(...)}}
   TUNE = {"cell": {"data.shots": 8}, "seeds": (100, 101, 102), "trials": 5, "extensions": 2}
 
 A method absent from ``SEARCH`` (or with an empty space) has nothing to tune and runs as

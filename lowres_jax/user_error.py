@@ -6,3 +6,7 @@ none can be forgotten in a hand-kept list."""
 
 class UserError(Exception):
   """An error whose message says what is wrong and how to fix it."""
+
+
+class MissingInputError(UserError, FileNotFoundError):
+  """A file or directory a command reads does not exist (or holds nothing to read yet)."""

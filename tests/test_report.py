@@ -291,3 +291,21 @@ def test_the_report_says_how_many_pretrained_models_the_seeds_cover() -> None:
   markdown = format_markdown(rows, "test/accuracy", COMMAND, TITLE)
   assert "one serves every seed of each cell for finetune" in markdown
   assert "one per seed for per_seed" in markdown
+
+
+def test_a_missing_sweep_or_records_is_one_clear_line(tmp_path) -> None:
+  import subprocess
+  import sys
+
+  from conftest import REPO, cpu_env
+  for args, says in ((["/nonexistent/sweep"], "no sweep directory at /nonexistent/sweep"),
+                     ([str(tmp_path)], f"{tmp_path} holds no sweep.json"),
+                     (["--runs", "/nonexistent/t.runs.csv", str(tmp_path / "t")],
+                      "/nonexistent/t.runs.csv does not exist")):
+    result = subprocess.run([sys.executable, "-m", "lowres_jax.report", *args], cwd=REPO,
+                            env=cpu_env(), capture_output=True, text=True, timeout=120)
+    assert result.returncode == 2, result.stderr[-2000:]
+    assert result.stderr.strip().splitlines() == [f"lowres_jax: error: {says}" + (
+        "; run lowres_jax.sweep into it first (--workdir)" if "no sweep directory" in says
+        else "; run lowres_jax.sweep into it first" if "holds no" in says
+        else "; a sweep writes it with --results=PREFIX")]

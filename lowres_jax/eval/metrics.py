@@ -4,7 +4,7 @@ Everything that depends on hard predictions (accuracy, balanced accuracy,
 macro-F1, per-class recall) is derived from a single confusion matrix, so the
 numbers in one report can never disagree with each other about what the model
 predicted. Only numpy is used: these run after logits have been pulled off the
-accelerator, and scikit-learn is a test-time reference, not a dependency.
+accelerator; the tests check them against scikit-learn.
 """
 
 from __future__ import annotations
