@@ -562,6 +562,33 @@ def report_from_runs(runs_path: str, out_prefix: str) -> dict[str, str]:
                       appendix=tuning_report.tuning_section(rows) if protocol else "")
 
 
+def write_sweep_report(workdir: str, out_prefix: str | None = None, command: str = "",
+                       metric: str | None = None) -> dict:
+  """Writes the per-run records (PREFIX.runs.csv/.json) of a sweep directory, then the table,
+  CSV and plot from those records alone (to ``out_prefix`` or DIR/report); ``metric``
+  replaces the ablation's table metric."""
+  from lowres_jax import records as records_lib
+  from lowres_jax import sweep_dir
+  from lowres_jax.user_error import MissingInputError
+  sweep, rows = sweep_dir.collect_records(workdir)
+  if not records_lib.table_records(rows):
+    raise MissingInputError(f"no finished runs in {workdir} to report")
+  prefix = out_prefix or os.path.join(workdir, "report")
+  meta = {key: sweep.get(key) for key in ("title", "baseline", "notes", "column", "config",
+                                          "protocol", "commit")}
+  own_metric = sweep.get("metric", "test/accuracy")
+  meta.update({"command": command or sweep.get("command", ""),
+               "metric": metric or own_metric, "date": records_lib.today()})
+  if metric and metric != own_metric:  # The ablation's title and notes describe its metric.
+    title = (sweep.get("title") or "Sweep").split(" (")[0]
+    meta["title"] = f"{title}: {metric} of the same runs"
+    meta["notes"] = (f"- The runs of the ablation's own table ({own_metric}), tabled by "
+                     f"{metric}; what they show is written in that table's notes.")
+  runs_path = prefix + ".runs.csv"
+  records_lib.write_runs(runs_path, rows, meta)
+  return {**report_from_runs(runs_path, prefix), "runs": runs_path}
+
+
 def _split_sizes(records: Sequence[Record], column: str = "shots") -> str:
   """Which examples the numbers rest on: classes, and train / val / test sizes per run."""
   lines = ["", "## Split sizes", ""]
@@ -600,7 +627,6 @@ The second form rewrites a table from its per-run records alone.
   import shlex
   import sys
 
-  from lowres_jax.sweep import write_sweep_report
   if len(sys.argv) == 4 and sys.argv[1] == "--runs":
     paths = report_from_runs(sys.argv[2], sys.argv[3])
     print("report: " + ", ".join(paths.values()))

@@ -32,13 +32,12 @@ from typing import Any, Iterable, Sequence
 import ml_collections
 
 from lowres_jax import records as records_lib
-from lowres_jax import search, tune_once
+from lowres_jax import search, sweep_dir, tune_once
 from lowres_jax.config import ConfigError, apply_overrides, load_module
 from lowres_jax.train import workdir as workdir_lib
-from lowres_jax.user_error import MissingInputError
 
 Overrides = dict[str, Any]
-SWEEP_FILE = "sweep.json"
+SWEEP_FILE = sweep_dir.SWEEP_FILE
 
 
 def axis(key: str, values: Iterable[Any]) -> list[Overrides]:
@@ -353,75 +352,6 @@ def _check_unchanged(runs: Sequence[SweepRun], workdir: str) -> None:
     workdir_lib.check_same_config(run.config, os.path.join(workdir, run.name))
 
 
-def collect_records(workdir: str) -> tuple[dict, list[dict]]:
-  """The sweep file and one record (records.row) per finished run (missing runs are left out).
-
-  A plain grid's record ``setting`` names its tuned hyperparameters: the ablation's ``TUNED``
-  keys, or, without them, every override key (bar the seed) that varies inside a (dataset,
-  method, shots) cell, so runs that differ in anything but the seed are never averaged
-  together. A tune-once sweep records each run's phase, tuning group and setting itself.
-  """
-  if not os.path.isdir(workdir):
-    raise MissingInputError(f"no sweep directory at {workdir}; run lowres_jax.sweep into it "
-                            "first (--workdir)")
-  candidates = [SWEEP_FILE] + sorted(f for f in os.listdir(workdir) if f.startswith("sweep-shard"))
-  path = next((os.path.join(workdir, f) for f in candidates
-               if os.path.exists(os.path.join(workdir, f))), None)
-  if path is None:
-    raise MissingInputError(f"{workdir} holds no {SWEEP_FILE}; run lowres_jax.sweep into it first")
-  from lowres_jax import storage
-  sweep = storage.read_json(path, "the sweep's list of runs")
-  finished = []
-  for run in sweep["runs"]:
-    summary = workdir_lib.read_summary(os.path.join(workdir, run["name"]))
-    if summary is not None:
-      finished.append((run, summary))
-  cells: dict[tuple, list[dict]] = {}
-  for run, summary in finished:
-    cell = (summary["dataset"], summary["method"], summary["shots"])
-    cells.setdefault(cell, []).append(run["overrides"])
-  rows = []
-  for run, summary in finished:
-    setting = run.get("setting")
-    if setting is None:
-      keys = sweep["tuned"] or _varying_keys(
-          cells[(summary["dataset"], summary["method"], summary["shots"])])
-      setting = ",".join(f"{k}={run['overrides'][k]}" for k in keys if k in run["overrides"])
-    rows.append(records_lib.row(run.get("phase", "eval"), run["name"], run["overrides"],
-                                summary, setting, run.get("tuning_group", "")))
-  return sweep, rows
-
-
-def _varying_keys(overrides: Sequence[Overrides]) -> list[str]:
-  keys = sorted({k for o in overrides for k in o if k != "seed"})
-  return [k for k in keys if len({repr(o.get(k)) for o in overrides}) > 1]
-
-
-def write_sweep_report(workdir: str, out_prefix: str | None = None, command: str = "",
-                       metric: str | None = None) -> dict:
-  """Writes the per-run records (PREFIX.runs.csv/.json) of a sweep directory, then the table,
-  CSV and plot from those records alone (to ``out_prefix`` or DIR/report); ``metric``
-  replaces the ablation's table metric."""
-  from lowres_jax import report
-  sweep, rows = collect_records(workdir)
-  if not records_lib.table_records(rows):
-    raise MissingInputError(f"no finished runs in {workdir} to report")
-  prefix = out_prefix or os.path.join(workdir, "report")
-  meta = {key: sweep.get(key) for key in ("title", "baseline", "notes", "column", "config",
-                                          "protocol", "commit")}
-  own_metric = sweep.get("metric", "test/accuracy")
-  meta.update({"command": command or sweep.get("command", ""),
-               "metric": metric or own_metric, "date": records_lib.today()})
-  if metric and metric != own_metric:  # The ablation's title and notes describe its metric.
-    title = (sweep.get("title") or "Sweep").split(" (")[0]
-    meta["title"] = f"{title}: {metric} of the same runs"
-    meta["notes"] = (f"- The runs of the ablation's own table ({own_metric}), tabled by "
-                     f"{metric}; what they show is written in that table's notes.")
-  runs_path = prefix + ".runs.csv"
-  records_lib.write_runs(runs_path, rows, meta)
-  return {**report.report_from_runs(runs_path, prefix), "runs": runs_path}
-
-
 def list_runs(module: ModuleType, vmap: str = "auto",
               shard_spec: tuple[int, int] = (0, 1)) -> list[SweepRun]:
   """The runs a sweep starts with, every one planned (so a config that no longer parses fails
@@ -469,7 +399,8 @@ def _cli(argv: list[str]) -> None:
         f"skipped (finished), {record['compilations']} compilations, "
         f"{record['wall_s']:.1f} s -> {os.path.join(workdir, SWEEP_FILE)}")
   if record["shard"] == "0/1":
-    paths = write_sweep_report(workdir, flags.FLAGS.results or None, command)
+    from lowres_jax import report
+    paths = report.write_sweep_report(workdir, flags.FLAGS.results or None, command)
     print("report: " + ", ".join(paths.values()))
 
 

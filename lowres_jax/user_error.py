@@ -10,3 +10,7 @@ class UserError(Exception):
 
 class MissingInputError(UserError, FileNotFoundError):
   """A file or directory a command reads does not exist (or holds nothing to read yet)."""
+
+
+class DatasetMissingError(MissingInputError):
+  """A dataset's raw files are not on this machine; the message names the install command."""

@@ -61,7 +61,7 @@ def test_two_processes_on_loopback_match_one_process(tmp_path, data_dir):
 
 
 def test_vmapped_sweep_on_eight_devices_matches_one_device(tmp_path, data_dir):
-  from lowres_jax import sweep
+  from lowres_jax import sweep, sweep_dir
   config = tmp_path / "seeds.py"
   config.write_text(
       "import importlib.util\n"
@@ -81,8 +81,8 @@ def test_vmapped_sweep_on_eight_devices_matches_one_device(tmp_path, data_dir):
     subprocess.run([sys.executable, "-m", "lowres_jax.sweep", f"--config={config}",
                     f"--workdir={tmp_path / str(devices)}", "--vmap=true", "--progress=false"],
                    cwd=REPO, env=env, check=True, capture_output=True, timeout=300)
-  _, one = sweep.collect_records(str(tmp_path / "1"))
-  _, eight = sweep.collect_records(str(tmp_path / "8"))
+  _, one = sweep_dir.collect_records(str(tmp_path / "1"))
+  _, eight = sweep_dir.collect_records(str(tmp_path / "8"))
   assert len(one) == len(eight) == 4
   for a, b in zip(one, eight):
     assert a["timing/runs_in_group"] == 4

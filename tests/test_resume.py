@@ -73,7 +73,7 @@ def test_sigkilled_run_resumes_to_the_uninterrupted_result(tmp_path, data_dir, c
 
 def test_sigkilled_vmapped_sweep_resumes_to_the_uninterrupted_result(tmp_path, data_dir):
   from conftest import REPO as repo
-  from lowres_jax import sweep
+  from lowres_jax import sweep, sweep_dir
   config = tmp_path / "long_sweep.py"
   config.write_text(
       "import importlib.util\n"
@@ -100,7 +100,7 @@ def test_sigkilled_vmapped_sweep_resumes_to_the_uninterrupted_result(tmp_path, d
                                   tmp_path / "killed" / "lr=0.02,seed=0")
   subprocess.run(command(tmp_path / "killed"), cwd=REPO, env=env, check=True,
                  capture_output=True, timeout=300)
-  _, expected = sweep.collect_records(str(tmp_path / "reference"))
-  _, resumed = sweep.collect_records(str(tmp_path / "killed"))
+  _, expected = sweep_dir.collect_records(str(tmp_path / "reference"))
+  _, resumed = sweep_dir.collect_records(str(tmp_path / "killed"))
   assert len(resumed) == 4 and all(r["timing/resumed_from_step"] > 0 for r in resumed)
   assert [without_timing(r) for r in resumed] == [without_timing(r) for r in expected]

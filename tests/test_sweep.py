@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from conftest import REPO, cpu_env
-from lowres_jax import sweep
+from lowres_jax import report, sweep, sweep_dir
 from lowres_jax.config import ConfigError
 from lowres_jax.train.loop import TIMING_PREFIX
 
@@ -72,8 +72,8 @@ def test_vmapped_runs_equal_sequential_runs(tmp_path, ablation):
                   show_progress=False)
   sweep.run_sweep(ablation, TINY_SWEEP, str(tmp_path / "seq"), use_vmap=False,
                   show_progress=False)
-  _, stacked = sweep.collect_records(str(tmp_path / "vmap"))
-  _, sequential = sweep.collect_records(str(tmp_path / "seq"))
+  _, stacked = sweep_dir.collect_records(str(tmp_path / "vmap"))
+  _, sequential = sweep_dir.collect_records(str(tmp_path / "seq"))
   assert len(stacked) == len(sequential) == 4
   for a, b in zip(stacked, sequential):
     assert a["run"] == b["run"] and a["timing/runs_in_group"] == 4
@@ -116,7 +116,7 @@ def test_report_cli_writes_tables_from_a_sweep_dir(tmp_path, ablation, monkeypat
   assert (tmp_path / "out" / "table.png").stat().st_size > 1000
   # Another metric of the same runs: the ablation's title and notes (about its own metric)
   # are not carried over to it.
-  other = sweep.write_sweep_report(str(tmp_path / "sweep"), str(tmp_path / "out" / "few"),
+  other = report.write_sweep_report(str(tmp_path / "sweep"), str(tmp_path / "out" / "few"),
                                    metric="test/balanced_accuracy")
   text = pathlib.Path(other["markdown"]).read_text()
   assert ": test/balanced_accuracy of the same runs\n" in text.splitlines()[0] + "\n"
@@ -129,7 +129,7 @@ def test_a_diverging_setting_is_recorded_and_not_selected(tmp_path, ablation, mo
       sweep.axis("optim.lr", (0.02, 1e30)), sweep.axis("seed", range(2))))
   record = sweep.run_sweep(ablation, TINY_SWEEP, str(tmp_path / "sweep"), show_progress=False)
   assert record["runs_trained"] == 4 and record["groups"] == 1
-  _, records = sweep.collect_records(str(tmp_path / "sweep"))
+  _, records = sweep_dir.collect_records(str(tmp_path / "sweep"))
   by_lr = {}
   for r in records:
     by_lr.setdefault(r["hparams"]["lr"], []).append(r)

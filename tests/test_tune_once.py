@@ -111,7 +111,7 @@ def test_tuned_sweep_picks_on_validation_grows_edges_and_tests_on_fresh_seeds(tu
 
 def test_report_is_a_pure_function_of_the_records(tuned_sweep, tmp_path):
   _, workdir, _ = tuned_sweep
-  paths = sweep.write_sweep_report(str(workdir), str(tmp_path / "out" / "table"))
+  paths = report.write_sweep_report(str(workdir), str(tmp_path / "out" / "table"))
   first = {k: open(paths[k]).read() for k in ("markdown", "csv")}
   rows, meta = records.read_runs(paths["runs"])
   assert {r["phase"] for r in rows} == {"tune", "eval"}

@@ -16,7 +16,7 @@ from typing import Iterator
 import numpy as np
 import tensorflow_datasets as tfds
 
-from lowres_jax.user_error import UserError
+from lowres_jax.user_error import DatasetMissingError
 from lowres_jax.data import text_builders
 
 FASHION_MNIST_DIR_ENV = "LOWRES_FASHION_MNIST_DIR"
@@ -28,10 +28,6 @@ FASHION_MNIST_FILES = {
 # scikit-learn's digits has no official test split; every 4th example (by original index)
 # is held out so the test set is fixed, class-balanced in expectation, and documented.
 DIGITS_TEST_EVERY = 4
-
-
-class DatasetMissingError(UserError, FileNotFoundError):
-  """The raw files a builder needs are not on this machine."""
 
 
 def _image_features(shape: tuple[int, int, int], num_classes: int) -> tfds.features.FeaturesDict:

@@ -35,6 +35,8 @@ from typing import Iterator
 import numpy as np
 import tensorflow_datasets as tfds
 
+from lowres_jax.user_error import DatasetMissingError
+
 FORTUNES_DIR_ENV = "LOWRES_FORTUNES_DIR"
 FORTUNES_DEFAULT_DIR = "/usr/share/games/fortunes"
 SKIPPED_SUFFIXES = (".dat", ".u8")
@@ -86,8 +88,6 @@ def category_files(directory: str) -> dict[str, str]:
 
 def read_fortunes(directory: str, min_entries: int) -> dict[str, list[str]]:
   """Kept category (sorted) -> its de-duplicated entries in file order (rules: module doc)."""
-  # Imported here: builders.py imports this module for its LOCAL_BUILDERS registry.
-  from lowres_jax.data.builders import DatasetMissingError
   if not os.path.isdir(directory):
     raise DatasetMissingError(
         f"no fortunes directory at {directory}. Install Debian's fortunes with "
@@ -142,7 +142,6 @@ class Fortunes(tfds.core.GeneratorBasedBuilder):
     del dl_manager  # The files come from a Debian package, not a download.
     categories = read_fortunes(fortunes_dir(), self.MIN_ENTRIES)
     if not categories:
-      from lowres_jax.data.builders import DatasetMissingError
       raise DatasetMissingError(
           f"{fortunes_dir()} holds no fortune file with at least {self.MIN_ENTRIES} distinct "
           f"entries; install `sudo apt-get install fortunes` or fix ${FORTUNES_DIR_ENV}.")
