@@ -18,9 +18,9 @@ Three models, each as its config trains it, with random inputs of the tables' sh
 
 Five figures per model, interleaved in every round so that machine load hits all of them alike:
 
-- ``lowres_jax trainer``: the trainer's own step (``loop._compiled_chunk``: StepSpec,
+- ``lowres_jax trainer``: the trainer's own step (``loop.compiled_train_chunk``: StepSpec,
   ``make_train_chunk``, ``vmap_over_runs`` over one run, jit with donation) on its on-device
-  k-shot set, batches sampled and augmented inside the step, driven as ``loop._run_steps``
+  k-shot set, batches sampled and augmented inside the step, driven as the trainer's step loop
   drives it: metrics fetched, checked for NaN and written to metrics.jsonl and TensorBoard
   every ``log_every`` steps (evaluation and checkpoints, which a run schedules apart, left out);
 - ``minimal JAX``: plain ``value_and_grad`` and an optax update of the same model on one fixed
@@ -136,9 +136,9 @@ def examples_per_second(work: Workload, seconds: float) -> float:
 
 
 class TrainerSteps(Workload):
-  """The trainer's step as ``loop._run_steps`` runs it, without evaluation and checkpoints.
+  """The trainer's step as the trainer's step loop runs it, without evaluation and checkpoints.
 
-  The compiled program comes from ``loop._compiled_chunk`` (looked up once per logged chunk,
+  The compiled program comes from ``loop.compiled_train_chunk`` (looked up once per logged chunk,
   as the loop does); every ``log_every`` steps the metrics are fetched, concatenated, checked
   for NaN and written by a ``MetricsWriter`` (metrics.jsonl and TensorBoard) in ``workdir``.
   """
@@ -163,7 +163,7 @@ class TrainerSteps(Workload):
 
   def step(self) -> None:
     if not self.pending:
-      self.compiled = loop._compiled_chunk(self.spec, self.mesh, self.cache, self.state,
+      self.compiled = loop.compiled_train_chunk(self.spec, self.mesh, self.cache, self.state,
                                            self.hparams, self.train, {})
     self.state, metrics = self.compiled(self.state, self.hparams, self.train, {})
     self.pending.append(metrics)
@@ -177,7 +177,7 @@ class TrainerSteps(Workload):
 
   def _log(self) -> None:
     metrics = jax.tree.map(lambda *m: np.concatenate(m, axis=1), *parallel.fetch(self.pending))
-    loop._record_nonfinite(metrics["loss"], self.logged_steps, [self.workdir], {}, True)
+    loop.record_nonfinite_losses(metrics["loss"], self.logged_steps, [self.workdir], {}, True)
     self.logged_steps += len(self.pending) * self.per_call
     self.writer.write(self.logged_steps, {"train/loss": float(np.mean(metrics["loss"][0])),
                                           "train/learning_rate": float(metrics["lr"][0, -1])})
@@ -189,11 +189,9 @@ class TrainerSteps(Workload):
 
 
 def optim_spec(plan: RunPlan, num_train: int) -> optim.OptimSpec:
-  """As ``loop._prepare_task`` builds it: the schedule spans the config's duration."""
-  total_steps = duration_to_steps(plan.duration, num_train, plan.batch_size)
-  return optim.OptimSpec(name=plan.optimizer, momentum=plan.momentum,
-                         warmup_steps=int(plan.warmup * total_steps), total_steps=total_steps,
-                         grad_clip=plan.grad_clip, freeze=plan.freeze)
+  """As the trainer builds it: the schedule spans the config's duration."""
+  return optim.OptimSpec.of_plan(
+      plan, duration_to_steps(plan.duration, num_train, plan.batch_size))
 
 
 def plain_optimizer(plan: RunPlan) -> optax.GradientTransformation:
@@ -429,7 +427,7 @@ def _config_module(name: str):
 
 
 def cnn_plan() -> RunPlan:
-  config = _config_module("default.py").get_config("init=scratch")
+  config = _config_module("default.py").get_config("init=scratch,stages=finetune")
   config.data.name = "fashion_mnist"  # 28x28x1, the size of the transfer tables' images.
   return read_plan(config)
 
@@ -506,7 +504,7 @@ def prepare(name: str, mesh, cache: CompileCache, workdir: str) -> Prepared:
   train = bench.inputs(rng, plan.shots * num_classes, num_classes)
   batch = {k: v[:plan.batch_size] for k, v in train.items()}
   test = bench.inputs(rng, EVAL_BATCH, num_classes)
-  state = loop._initial_state(model, optim_spec(plan, len(train["label"])), plan,
+  state = loop.initial_state(model, optim_spec(plan, len(train["label"])), plan,
                               {k: v[:1] for k, v in train.items()})
   trainer = TrainerSteps(plan, model, state, train, mesh, cache, os.path.join(workdir, name))
   torch.manual_seed(0)
@@ -712,11 +710,11 @@ def write_report(args, prepared: list[Prepared], records: list[dict], paired: di
       "",
       *setup_table(prepared),
       "",
-      "- lowres_jax trainer: the trainer's compiled step (`loop._compiled_chunk`) on its "
+      "- lowres_jax trainer: the trainer's compiled step (`loop.compiled_train_chunk`) on its "
       "on-device k-shot set (shots x classes random examples), batch sampling, augmentation "
       "(the config's), uint8-to-float input handling and the learning-rate schedule inside "
       "the step; metrics fetched, NaN-checked and written to metrics.jsonl and TensorBoard "
-      "every `log_every` steps, as `loop._run_steps` does.",
+      "every `log_every` steps, as the trainer's step loop does.",
       "- minimal JAX: the same model, `jax.value_and_grad` and a constant-rate optax update on "
       "one fixed batch, jitted with donation. The trainer overhead is the trainer's step time "
       "over this one's, minus one.",

@@ -61,7 +61,7 @@ def test_two_processes_on_loopback_match_one_process(tmp_path, data_dir):
 
 
 def test_vmapped_sweep_on_eight_devices_matches_one_device(tmp_path, data_dir):
-  from lowres_jax import sweep, sweep_dir
+  from lowres_jax import sweep_dir
   config = tmp_path / "seeds.py"
   config.write_text(
       "import importlib.util\n"

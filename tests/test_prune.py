@@ -1,6 +1,5 @@
 """Magnitude pruning (compress/prune.py): masks against numpy, schedules by hand, runs."""
 
-import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest

@@ -73,7 +73,7 @@ def test_sigkilled_run_resumes_to_the_uninterrupted_result(tmp_path, data_dir, c
 
 def test_sigkilled_vmapped_sweep_resumes_to_the_uninterrupted_result(tmp_path, data_dir):
   from conftest import REPO as repo
-  from lowres_jax import sweep, sweep_dir
+  from lowres_jax import sweep_dir
   config = tmp_path / "long_sweep.py"
   config.write_text(
       "import importlib.util\n"

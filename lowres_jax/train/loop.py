@@ -142,10 +142,7 @@ def _prepare_task(configs, plans: list[RunPlan], workdirs: list[str], embed_pret
       vals=[fewshot.select(pool, m.val_ids, plan.classes) for m in manifests], test=test,
       num_classes=len(plan.classes), total_steps=total_steps,
       model=model,
-      optim_spec=optim.OptimSpec(
-          name=plan.optimizer, momentum=plan.momentum,
-          warmup_steps=int(plan.warmup * total_steps), total_steps=total_steps,
-          grad_clip=plan.grad_clip, freeze=plan.freeze))
+      optim_spec=optim.OptimSpec.of_plan(plan, total_steps))
 
 
 def augment_settings(plan: RunPlan) -> augment.AugmentSettings:
@@ -219,7 +216,7 @@ def _train_unfinished(configs, plans: list[RunPlan], workdirs: list[str], cache:
 
   task = _prepare_task(configs, plans, workdirs, embed_pretrained)
   sample = {k: v[:1] for k, v in task.trains[0].inputs().items()}
-  fresh = [_initial_state(task.model, task.optim_spec, p, sample) for p in plans]
+  fresh = [initial_state(task.model, task.optim_spec, p, sample) for p in plans]
   if task.total_steps and not optim.count_trainable(fresh[0].params, plan.freeze):
     raise ConfigError(f"config.freeze = {plan.freeze!r} freezes every parameter, so "
                       f"{task.total_steps} training steps would change nothing. Loosen the "
@@ -235,7 +232,7 @@ def _train_unfinished(configs, plans: list[RunPlan], workdirs: list[str], cache:
     if plan.adapt.needs_anchor:  # The pretrained model, one for the group (heads unused).
       anchor = _anchor_variables(task.model, plan, sample, pretrained[0])
   if start_step == 0:
-    states = [_initial_state(task.model, task.optim_spec, p, sample, loaded, train, evaluator)
+    states = [initial_state(task.model, task.optim_spec, p, sample, loaded, train, evaluator)
               for p, loaded, train in zip(plans, pretrained, task.trains)]
   writers = ([MetricsWriter(w, start_step) for w in workdirs]
              if parallel.is_main_process() else [])
@@ -325,7 +322,7 @@ def _run_steps(plans: list[RunPlan], task: _Task, state, step: int, mesh, cache:
     spec = step_lib.StepSpec(task.model, task.optim_spec, plan.batch_size, per_call,
                              augment_settings(plan), plan.forward_mode, plan.loss, plan.adapt,
                              distill_spec, plan.sampler)
-    compiled = _compiled_chunk(spec, mesh, cache, state, hparams, examples, frozen)
+    compiled = compiled_train_chunk(spec, mesh, cache, state, hparams, examples, frozen)
     chunk_start = time.perf_counter()
     outputs = []
     for call in range(chunk // per_call):
@@ -334,7 +331,7 @@ def _run_steps(plans: list[RunPlan], task: _Task, state, step: int, mesh, cache:
       outputs.append(call_metrics)
     metrics = jax.tree.map(lambda *m: np.concatenate(m, axis=1), *parallel.fetch(outputs))
     train_seconds += time.perf_counter() - chunk_start
-    _record_nonfinite(metrics["loss"], step, workdirs, diverged, stop_on_nonfinite)
+    record_nonfinite_losses(metrics["loss"], step, workdirs, diverged, stop_on_nonfinite)
     step += chunk
     for i, writer in enumerate(writers):
       writer.write(step, {"train/loss": float(np.mean(metrics["loss"][i])),
@@ -402,7 +399,7 @@ def _refit_heads(plans: list[RunPlan], task: _Task, evaluator: Evaluator, state:
   return state.replace(params=parallel.put_replicated(params, mesh))
 
 
-def _compiled_chunk(spec, mesh, cache, *args):
+def compiled_train_chunk(spec, mesh, cache, *args):
   replicated = parallel.replicated(mesh)
   chunk_fn = step_lib.make_train_chunk(spec, parallel.batch_sharding(mesh))
   jitted = jax.jit(step_lib.vmap_over_runs(chunk_fn, shared_argnums=(3,)), in_shardings=replicated,
@@ -410,7 +407,7 @@ def _compiled_chunk(spec, mesh, cache, *args):
   return cache.get("train_chunk", (spec, parallel.mesh_key(mesh)), jitted, *args)
 
 
-def _initial_state(model, optim_spec: optim.OptimSpec, plan: RunPlan, sample: dict,
+def initial_state(model, optim_spec: optim.OptimSpec, plan: RunPlan, sample: dict,
                    pretrained: init_lib.Loaded | None = None,
                    train: sources.Examples | None = None,
                    evaluator: Evaluator | None = None) -> TrainState:
@@ -514,7 +511,7 @@ def _ensure_source_trained(plan: RunPlan, cache: CompileCache, show_progress: bo
   return workdir
 
 
-def _record_nonfinite(losses: np.ndarray, first_step: int, workdirs: Sequence[str],
+def record_nonfinite_losses(losses: np.ndarray, first_step: int, workdirs: Sequence[str],
                       diverged: dict[int, int], stop: bool) -> None:
   """Notes each run's first non-finite loss; raises for it when ``stop``."""
   for run, offset in np.argwhere(~np.isfinite(losses)):

@@ -34,6 +34,13 @@ class OptimSpec:
       raise ValueError(f"unknown optimizer {self.name!r}; known: {list(OPTIMIZERS)}")
     re.compile(self.freeze)
 
+  @classmethod
+  def of_plan(cls, plan, total_steps: int) -> "OptimSpec":
+    """A run plan's (train/plan.py) optimizer over ``total_steps``: warm-up a fraction of it."""
+    return cls(name=plan.optimizer, momentum=plan.momentum,
+               warmup_steps=int(plan.warmup * total_steps), total_steps=total_steps,
+               grad_clip=plan.grad_clip, freeze=plan.freeze)
+
 
 def param_paths(params: Any) -> dict[tuple[str, ...], Any]:
   return traverse_util.flatten_dict(params)
