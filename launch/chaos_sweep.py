@@ -169,8 +169,9 @@ def start_until_killed(command: list[str], mode: str, failpoint: str,
     if len(lines) != 1 or not lines[0].startswith("lowres_jax: stopped by SIGTERM") or (
         "Traceback" in stderr):
       raise RuntimeError(f"a SIGTERM did not end in one clear line:\n{stderr[-3000:]}")
-  # -SIGTERM: the signal came before Python's handlers were installed (during interpreter
-  # start-up), when nothing has been written yet; the default action is then right.
+  # -SIGTERM: the signal came during start-up (imports, config reading), before the pipeline
+  # or sweep installed its handlers and before anything was written; the default action
+  # (exit status 143 to the shell, no line) is then right.
   if code not in (0, -signal.SIGKILL, SIGTERM_EXIT, -signal.SIGTERM):
     raise RuntimeError(f"a start failed with exit code {code}:\n{stderr[-3000:]}")
   return code, time.perf_counter() - start
