@@ -189,19 +189,9 @@ def finished_runs(workdir: str) -> int:
 
 def compare(reference: str, chaos: str) -> tuple[list[str], int]:
   """Differences between the two sweep directories, and how many runs resumed mid-way."""
-  differences, resumed = [], 0
   runs = sorted(d for d in os.listdir(reference)
                 if os.path.isdir(os.path.join(reference, d)) and d != "cache")
-  for run in runs:
-    got, want = (_read_run(os.path.join(base, run)) for base in (chaos, reference))
-    if got is None:
-      differences.append(f"{run}: no summary after the chaos")
-      continue
-    resumed += got[0].pop("resumed", 0) > 0
-    want[0].pop("resumed", 0)
-    for part, (a, b) in zip(("summary", "metrics.jsonl"), zip(got, want)):
-      if a != b:
-        differences.append(f"{run}: {part} differs")
+  differences, resumed = _compare_runs(runs, reference, chaos, mask_paths=False)
   for name in ("report.csv", "report.md"):
     got, want = (_read_report(os.path.join(base, name), base) for base in (chaos, reference))
     if got != want:
@@ -213,20 +203,29 @@ def compare_pipelines(reference: str, chaos: str) -> tuple[list[str], int]:
   """Differences between two pipeline directories (each stage's summary and metrics log, the
   pipeline's table rows), latencies and orbax's directory sizes aside, and how many stages
   resumed mid-way."""
+  differences, resumed = _compare_runs(PIPELINE_STAGES, reference, chaos, mask_paths=True)
+  got, want = (_read_table(base) for base in (chaos, reference))
+  if got != want:
+    differences.append("pipeline.json differs")
+  return differences, resumed
+
+
+def _compare_runs(names, reference: str, chaos: str,
+                  mask_paths: bool) -> tuple[list[str], int]:
+  """Per run directory: its summary and metrics log against the reference's (``mask_paths``:
+  with each directory written as DIR, for configs that name other runs' paths)."""
   differences, resumed = [], 0
-  for stage in PIPELINE_STAGES:
-    got, want = (_read_run(os.path.join(base, stage), base) for base in (chaos, reference))
+  for name in names:
+    got, want = (_read_run(os.path.join(base, name), base if mask_paths else "")
+                 for base in (chaos, reference))
     if got is None:
-      differences.append(f"{stage}: no summary after the chaos")
+      differences.append(f"{name}: no summary after the chaos")
       continue
     resumed += got[0].pop("resumed", 0) > 0
     want[0].pop("resumed", 0)
     for part, (a, b) in zip(("summary", "metrics.jsonl"), zip(got, want)):
       if a != b:
-        differences.append(f"{stage}: {part} differs")
-  got, want = (_read_table(base) for base in (chaos, reference))
-  if got != want:
-    differences.append("pipeline.json differs")
+        differences.append(f"{name}: {part} differs")
   return differences, resumed
 
 

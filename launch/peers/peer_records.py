@@ -3,6 +3,7 @@ across invocations so an interrupted peer sweep resumes where it stopped."""
 
 from __future__ import annotations
 
+import argparse
 import csv
 import json
 import os
@@ -56,3 +57,27 @@ def find_run(workdir: str, prefix: str) -> str:
   if len(names) != 1:
     raise SystemExit(f"expected one run {prefix}* in {workdir}, found {names or 'none'}")
   return os.path.join(workdir, names[0])
+
+
+def parser(doc: str, sweep: str, shots: int) -> argparse.ArgumentParser:
+  """The flags every peer script takes: the lowres_jax sweep it copies, the cell, the seeds."""
+  result = argparse.ArgumentParser(description=doc.split("\n")[0])
+  result.add_argument("--sweep", required=True, help=f"the {sweep} sweep's workdir")
+  result.add_argument("--shots", type=int, default=shots)
+  result.add_argument("--seeds", default="0,1,2,3,4")
+  result.add_argument("--out", default="results/peers.runs.csv")
+  result.add_argument("--data_dir", default="")
+  return result
+
+
+def record(path: str, peer: str, variant: str, dataset: str, shots: int, seed: int, run: str,
+           split: dict, num_test: int, accuracy: float, seconds: float, versions: str) -> None:
+  """Appends one finished peer run (``run``: the lowres_jax run whose examples it used) and
+  prints it."""
+  append(path, {"peer": peer, "variant": variant, "dataset": dataset, "shots": shots,
+                "seed": seed, "lowres_run": os.path.basename(run),
+                "train_sha256": split["train_sha256"], "num_train": len(split["train_ids"]),
+                "num_test": num_test, "test/accuracy": f"{accuracy:.6f}",
+                "seconds": f"{seconds:.1f}", "versions": versions})
+  print(f"{peer} {variant} shots={shots} seed={seed}: {accuracy:.4f} ({seconds:.0f} s)",
+        flush=True)

@@ -18,7 +18,6 @@ skipped, so a stopped invocation resumes.
 
 from __future__ import annotations
 
-import argparse
 import os
 import sys
 import tempfile
@@ -61,12 +60,7 @@ def run_one(model_dir: str, train: tuple[list[str], np.ndarray], test: tuple[lis
 
 
 def main() -> int:
-  parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-  parser.add_argument("--sweep", required=True, help="the text_fortunes sweep's workdir")
-  parser.add_argument("--shots", type=int, default=8)
-  parser.add_argument("--seeds", default="0,1,2,3,4")
-  parser.add_argument("--out", default="results/peers.runs.csv")
-  parser.add_argument("--data_dir", default="")
+  parser = peer_records.parser(__doc__, "text_fortunes", shots=8)
   parser.add_argument("--variants", default="max_length=32",
                       help=f"comma-separated, of {', '.join(VARIANTS)}")
   args = parser.parse_args()
@@ -90,14 +84,8 @@ def main() -> int:
       if peer_records.done(args.out, PEER, variant, args.shots, seed):
         continue
       accuracy, seconds = run_one(model_dir, train, test, seed, max_length)
-      peer_records.append(args.out, {
-          "peer": PEER, "variant": variant, "dataset": "fortunes", "shots": args.shots,
-          "seed": seed, "lowres_run": os.path.basename(run),
-          "train_sha256": split["train_sha256"], "num_train": len(rows),
-          "num_test": len(test[1]), "test/accuracy": f"{accuracy:.6f}",
-          "seconds": f"{seconds:.1f}", "versions": versions})
-      print(f"{PEER} {variant} shots={args.shots} seed={seed}: {accuracy:.4f} "
-            f"({seconds:.0f} s)", flush=True)
+      peer_records.record(args.out, PEER, variant, "fortunes", args.shots, seed, run, split,
+                          len(test[1]), accuracy, seconds, versions)
   return 0
 
 

@@ -19,7 +19,6 @@ rows are skipped.
 
 from __future__ import annotations
 
-import argparse
 import json
 import math
 import os
@@ -136,12 +135,7 @@ def run_one(train: tuple[np.ndarray, np.ndarray], test: tuple[np.ndarray, np.nda
 
 
 def main() -> int:
-  parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-  parser.add_argument("--sweep", required=True, help="the image_transfer sweep's workdir")
-  parser.add_argument("--shots", type=int, default=10)
-  parser.add_argument("--seeds", default="0,1,2,3,4")
-  parser.add_argument("--out", default="results/peers.runs.csv")
-  parser.add_argument("--data_dir", default="")
+  parser = peer_records.parser(__doc__, "image_transfer", shots=10)
   args = parser.parse_args()
   import torch
   torch.set_num_threads(os.cpu_count() or 1)
@@ -163,14 +157,8 @@ def main() -> int:
     classes = list(split["classes"])
     labels = np.asarray([classes.index(int(c)) for c in pool.arrays["label"][rows]])
     accuracy, seconds = run_one((pool.arrays["image"][rows], labels), test, config, seed)
-    peer_records.append(args.out, {
-        "peer": PEER, "variant": VARIANT, "dataset": "fashion_mnist", "shots": args.shots,
-        "seed": seed, "lowres_run": os.path.basename(run),
-        "train_sha256": split["train_sha256"], "num_train": len(rows),
-        "num_test": len(test[1]), "test/accuracy": f"{accuracy:.6f}",
-        "seconds": f"{seconds:.1f}", "versions": versions})
-    print(f"{PEER} shots={args.shots} seed={seed}: {accuracy:.4f} ({seconds:.0f} s)",
-          flush=True)
+    peer_records.record(args.out, PEER, VARIANT, "fashion_mnist", args.shots, seed, run, split,
+                        len(test[1]), accuracy, seconds, versions)
   return 0
 
 
