@@ -34,6 +34,19 @@ CELLS = {
 }
 
 
+SEEDS = 5  # Per cell, as the lowres_jax tables run them.
+NOTES = [
+    "- The seconds are not comparable as measured: the peer runs shared the 2 cores with the "
+    "test suite and with each other, while lowres_jax's ran inside their sweeps (several runs "
+    "per process, partly beside tests). A timing comparison needs both rerun on an idle "
+    "machine.",
+    "- SetFit at its default 256-token limit ran at about 20 s per step of 16 pairs on this "
+    "CPU (over an hour per run) and was not run; the row is SetFit's own defaults (pair "
+    "oversampling: 224 steps at 8 shots, its learning rates, a logistic head) at lowres_jax's "
+    "32 tokens, against lowres_jax's 50 steps at lr 1e-4.",
+]
+
+
 def _lowres_rows(path: str) -> dict[str, dict]:
   with open(os.path.join(REPO, path), newline="") as f:
     return {r["run"]: r for r in csv.DictReader(f) if r.get("phase", "eval") != "tune"}
@@ -66,14 +79,15 @@ def _cell(peer: str, rows: list[dict]) -> list[str]:
       ours[method].append(match)
   peer_acc = [float(r["test/accuracy"]) for r in rows]
   lines = [f"| {what}, {shots} shots | {peer} ({rows[0]['variant']}) | "
-           f"{stats.format_mean_ci(stats.mean_ci(peer_acc))} | "
+           f"{stats.format_mean_ci(stats.mean_ci(peer_acc))} (n={len(peer_acc)}) | "
            f"{', '.join(f'{a * 100:.1f}' for a in peer_acc)} | | "
            f"{_mean([float(r['seconds']) for r in rows]):.0f} |"]
   for method in methods:
     acc = [float(r["test/accuracy"]) for r in ours[method]]
     diff = stats.paired_difference(peer_acc, acc)
     star = "*" if diff.significant else ""
-    lines.append(f"| | lowres_jax {method} | {stats.format_mean_ci(stats.mean_ci(acc))} | "
+    lines.append(f"| | lowres_jax {method} | {stats.format_mean_ci(stats.mean_ci(acc))} "
+                 f"(n={len(acc)}) | "
                  f"{', '.join(f'{a * 100:.1f}' for a in acc)} | "
                  f"{diff.mean_diff * 100:+.1f} ± {diff.half_width * 100:.1f}{star} "
                  f"(p = {diff.p_value:.2f}) | "
@@ -106,7 +120,11 @@ def format_table(records: list[dict], command: str) -> str:
   for (peer, _, _), rows in groups.items():
     lines += _cell(peer, rows)
   versions = sorted({r["versions"] for r in records})
-  lines += ["", "Peer versions: " + "; ".join(versions) + "."]
+  lines += ["", "Peer versions: " + "; ".join(versions) + ".", "", "## Notes", "", *NOTES]
+  for (peer, variant, _), rows in groups.items():
+    if len(rows) < SEEDS:
+      lines.append(f"- {peer} ({variant}): {len(rows)} of the {SEEDS} seeds so far; rerunning "
+                   "its command adds the rest (finished rows are skipped).")
   return "\n".join(lines) + "\n"
 
 
