@@ -33,20 +33,17 @@ image_config = load_module(os.path.join(_HERE, "..", "image_efficientnet.py"))
 TITLE = ("Label-budget selection: ImageNet EfficientNet-Lite0 on Fashion-MNIST "
          "(test accuracy, 10 classes)")
 NOTES = """
-- **TypiClust has the best mean at the smallest budgets, significantly ahead of random only
-  at 20 labels**:
-  - TypiClust has the best mean at 10 and 50 labels: 44.4 vs 36.5 for random at 10 (+7.9 ±
-    10.7, n.s.) and +8.8 ± 6.6* at 20.
+- **TypiClust is ahead of random at 10 to 50 labels, significantly only at 20**:
+  - Against random: +7.9 ± 10.7 (n.s.) at 10, +8.8 ± 6.6* at 20, +3.8 ± 3.8 (n.s.) at 50.
+  - It has the best mean at 10 and 50 labels (44.4, 61.9); the stratified oracle at 20 (55.1);
+    no leader is significantly ahead of its runner-up.
   - At 100 labels TypiClust is no better than random (-2.5, n.s.).
   - No strategy beats the class-stratified oracle significantly in any column.
   - The oracle itself is significant only at 20 labels (+10.1 ± 7.9*).
-- **k-center greedy is the worst choice at every budget**: -14 to -21 points vs random, all
-  significant. In these features the farthest-first points are outliers (odd garments,
-  unusual crops), which teach the classes least. That is the coreset method's known failure at
-  low budgets.
+- **k-center greedy is the worst choice at every budget**: -14.0 to -21.4 points vs random,
+  all significant.
 - **Max-entropy (4 rounds, logistic probe) hurts at 20 and 50 labels** (-11.5*, -9.9*). It
-  catches up at 100 (-2.2, n.s.). The first rounds' probe, fitted on 3-25 labels, is
-  uncertain about whole regions, and the most uncertain points are ambiguous ones.
+  catches up at 100 (-2.2, n.s.).
 - Caveats:
   - 2,000 candidates per seed, not the 60,000-image training split.
   - The features are the ImageNet backbone's on 32x32 upsampled grey images.
