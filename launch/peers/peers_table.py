@@ -47,15 +47,11 @@ NOTES = [
 ]
 
 
-def _lowres_rows(path: str) -> dict[str, dict]:
+def _lowres_rows(path: str) -> dict[tuple[str, str, str, str], dict]:
+  """The evaluation runs of a lowres_jax table, by (dataset, method, shots, seed)."""
   with open(os.path.join(REPO, path), newline="") as f:
-    return {r["run"]: r for r in csv.DictReader(f) if r.get("phase", "eval") != "tune"}
-
-
-def _same_seed_run(run: str, method: str) -> str:
-  """The name of the run with the same examples but another method (same shots and seed)."""
-  parts = [p for p in run.split(",") if not p.startswith(("method=", "optim.", "head_l2="))]
-  return ",".join(p if not p.startswith("shots=") else f"method={method},{p}" for p in parts)
+    return {(r["dataset"], r["method"], r["shots"], r["seed"]): r
+            for r in csv.DictReader(f) if r.get("phase", "eval") != "tune"}
 
 
 def _cell(peer: str, rows: list[dict]) -> list[str]:
@@ -65,14 +61,10 @@ def _cell(peer: str, rows: list[dict]) -> list[str]:
   shots = rows[0]["shots"]
   ours: dict[str, list[dict]] = {m: [] for m in methods}
   for row in rows:
-    for method in methods:
-      name = row["lowres_run"] if method == methods[0] else None
-      match = lowres.get(name) if name else next(
-          (r for n, r in lowres.items() if n.startswith(_same_seed_run(row["lowres_run"],
-                                                                       method) + ",")
-           or n == _same_seed_run(row["lowres_run"], method)), None)
+    for method in methods:  # Every method's run of a seed drew the same examples.
+      match = lowres.get((row["dataset"], method, row["shots"], row["seed"]))
       if match is None:
-        raise SystemExit(f"{path} has no run for {row['lowres_run']} ({method})")
+        raise SystemExit(f"{path} has no {method} run for {row['lowres_run']}")
       if match["train_sha256"] != row["train_sha256"]:
         raise SystemExit(f"{peer} seed {row['seed']} trained on other examples than "
                          f"{match['run']} (train_sha256 differs)")
