@@ -6,7 +6,10 @@ is replaced by a fresh one for the task, and the model resizes the grey images t
 ``IMAGE_SIZE`` RGB inside the step. Arguments (``--config=configs/image_efficientnet.py:ARGS``):
 
   dataset=fashion_mnist|digits   (default fashion_mnist, all 10 classes)
-  shots=10                       examples per class
+          |folder:PATH           your images, one sub-folder per class (every class; stored
+                                 at 32x32 RGB, 20% of each class held out as the test split,
+                                 2 validation images per class: lowres_jax/data/user_files.py)
+  shots=10                       examples per class (-1: all; the default for folder:)
   init=imagenet|scratch          ImageNet weights or the same architecture from random init
   probe=0|1                      1 trains the head only, backbone in inference mode
   tiny=1                         a seconds-long smoke run of the same pipeline
@@ -41,19 +44,28 @@ def efficientnet(image_size: int = IMAGE_SIZE) -> dict:
 def get_config(arg: str | None = None):
   args = default_config.parse_arg(arg)
   dataset = args.pop("dataset", "fashion_mnist")
-  shots = int(args.pop("shots", 10))
+  own = dataset.startswith("folder:")
+  shots = int(args.pop("shots", -1 if own else 10))
   init = args.pop("init", "imagenet")
   probe = bool(int(args.pop("probe", 0)))
   tiny = bool(int(args.pop("tiny", 0)))
   if args:
     raise ValueError(f"unknown config arguments {sorted(args)}; known: dataset, shots, init, "
                      "probe, tiny")
-  if dataset not in AUGMENT or init not in ("imagenet", "scratch"):
-    raise ValueError(f"dataset must be one of {sorted(AUGMENT)} and init imagenet|scratch")
-  augment, crop_pad = AUGMENT[dataset]
-  c = default_config.base_config(dataset, ALL_CLASSES, shots, efficientnet(), "100 steps",
+  if not (own or dataset in AUGMENT) or init not in ("imagenet", "scratch"):
+    raise ValueError(f"dataset must be one of {sorted(AUGMENT)} or folder:PATH, and init "
+                     "imagenet|scratch")
+  augment, crop_pad = AUGMENT["fashion_mnist" if own else dataset]
+  classes = ALL_CLASSES
+  if own:  # Every class folder is a class of the task.
+    from lowres_jax.data import user_files
+    classes = tuple(range(len(user_files.class_names(dataset))))
+  c = default_config.base_config(dataset, classes, shots, efficientnet(), "100 steps",
                                  lr=0.01, batch_size=32, augment=augment)
   c.train.crop_pad = crop_pad
+  if own:
+    c.data.image_size, c.data.image_channels = IMAGE_SIZE, 3
+    c.data.test_fraction, c.data.val_per_class = 0.2, 2
   c.eval.every = 0
   c.checkpoint_every = 100
   c.method = "scratch" if init == "scratch" else ("linear_probe" if probe else "finetune")

@@ -7,7 +7,11 @@ median fortune has 26, and 32 tokens embed about 3x faster than 64 on the 2-core
 fortunes are truncated at 32, 15% at 64; the run's summary records its own counts).
 Arguments (``--config=configs/text_fortunes.py:ARGS``):
 
-  shots=8                        examples per category
+  dataset=fortunes               (default) or csv:PATH / jsonl:PATH: your texts, one row per
+                                 example with ``text`` and ``label`` fields (every label a
+                                 class; 20% of each held out as the test split, 2 validation
+                                 texts per class: lowres_jax/data/user_files.py)
+  shots=8                        examples per category (-1: all; the default for csv:/jsonl:)
   method=finetune                zero_shot | class_means | linear_probe | finetune | setfit |
                                  scratch (the same encoder randomly initialised)
   tiny=1                         a seconds-long smoke run of the same pipeline
@@ -51,14 +55,22 @@ def category_ids(data_dir: str = "") -> tuple[int, ...]:
 
 def get_config(arg: str | None = None):
   args = default_config.parse_arg(arg)
-  shots = int(args.pop("shots", 8))
+  dataset = args.pop("dataset", "fortunes")
+  own = dataset.startswith(("csv:", "jsonl:"))
+  shots = int(args.pop("shots", -1 if own else 8))
   method = args.pop("method", "finetune")
   tiny = bool(int(args.pop("tiny", 0)))
-  if args or method not in METHODS:
-    raise ValueError(f"arguments are shots, method ({'|'.join(METHODS)}) and tiny; got "
-                     f"{sorted(args)}, method={method!r}")
+  if args or method not in METHODS or not (own or dataset == "fortunes"):
+    raise ValueError(f"arguments are dataset (fortunes, csv:PATH or jsonl:PATH), shots, method "
+                     f"({'|'.join(METHODS)}) and tiny; got {sorted(args)}, method={method!r}, "
+                     f"dataset={dataset!r}")
   model = dict(name="bert", pool="mean", normalize=True, dropout=0.1)
-  c = default_config.base_config("fortunes", category_ids(), shots, model, "50 steps",
+  if own:  # Every label of the file is a class of the task.
+    from lowres_jax.data import user_files
+    classes = tuple(range(len(user_files.class_names(dataset))))
+  else:
+    classes = category_ids()
+  c = default_config.base_config(dataset, classes, shots, model, "50 steps",
                                  lr=3e-5, batch_size=16, augment=())
   c.method = method
   c.data.tokenizer, c.data.max_length = ENCODER, MAX_LENGTH
@@ -70,6 +82,9 @@ def get_config(arg: str | None = None):
   c.head_l2 = 1e-3
   c.head_refit = ""
   c.data.val_per_class = 16
+  if own:
+    c.data.text_field, c.data.label_field, c.data.test_fraction = "text", "label", 0.2
+    c.data.val_per_class = 2
   c.eval.batch_size = 64  # Measured faster than 256 for this encoder on the 2-core CPU.
   c.train.loss = "cross_entropy"
   c.eval.every = 0

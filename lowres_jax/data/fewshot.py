@@ -52,11 +52,14 @@ class SplitManifest:
   train_per_class: tuple[int, ...] = ()  # Long-tail sets: the profile drawn, class by class.
   # Label-budget runs (train/selection.py): the strategy's settings and candidates' sha256.
   selection: dict | None = None
+  # A user's files (data/file_builder.py): where they were read from and their sha256.
+  source: dict | None = None
 
   def to_json(self) -> dict:
     record = dataclasses.asdict(self)
-    if self.selection is None:
-      del record["selection"]
+    for optional in ("selection", "source"):
+      if record[optional] is None:
+        del record[optional]
     if self.imbalance == 1.0:  # Balanced manifests keep the form they had before long tails.
       del record["imbalance"], record["train_per_class"]
     else:

@@ -18,7 +18,8 @@ import tensorflow_datasets as tfds
 
 from lowres_jax import storage
 from lowres_jax.user_error import UserError
-from lowres_jax.data import builders
+from lowres_jax.data import builders, file_builder, user_files
+from lowres_jax.data.user_files import FileDataOptions
 
 
 class DatasetError(UserError, ValueError):
@@ -126,10 +127,16 @@ def _catalogue_source(name: str, split: str, data_dir: str):
         "config.data.data_dir (or $TFDS_DATA_DIR).") from None
 
 
-def _data_source(name: str, split: str, data_dir: str):
-  if name not in builders.LOCAL_BUILDERS:
+def _data_source(name: str, split: str, data_dir: str,
+                 options: FileDataOptions = FileDataOptions()):
+  """A split of a built-in dataset, of a user's files (folder:/csv:/jsonl:) or of a prepared
+  TFDS catalogue dataset, as a random-access data source."""
+  if user_files.is_file_dataset(name):
+    builder = file_builder.prepared_builder(name, options, data_dir)
+  elif name in builders.LOCAL_BUILDERS:
+    builder = _prepare_local_builder(name, data_dir)
+  else:
     return _catalogue_source(name, split, data_dir)
-  builder = _prepare_local_builder(name, data_dir)
   if split not in builder.info.splits:
     raise DatasetError(f"dataset {name!r} has no split {split!r}; it has "
                        f"{', '.join(builder.info.splits)}")
@@ -145,9 +152,10 @@ def _read_all(source) -> list[dict]:
 
 
 @functools.lru_cache(maxsize=16)
-def load_split(name: str, split: str, data_dir: str = "") -> Examples:
+def load_split(name: str, split: str, data_dir: str = "",
+               options: FileDataOptions = FileDataOptions()) -> Examples:
   """Reads one split of a dataset fully into memory, sorted by example id."""
-  source = _data_source(name, split, resolve_data_dir(data_dir))
+  source = _data_source(name, split, resolve_data_dir(data_dir), options)
   records = _read_all(source)
   if records and "image" not in records[0]:
     raise DatasetError(f"{name} has no 'image' feature (its features: {sorted(records[0])}): "

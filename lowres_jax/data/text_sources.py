@@ -12,7 +12,8 @@ import functools
 
 import numpy as np
 
-from lowres_jax.data import sources
+from lowres_jax.data import sources, user_files
+from lowres_jax.data.user_files import FileDataOptions
 from lowres_jax.data.tokenize import TextTokenizer, TokenStats
 
 
@@ -22,11 +23,21 @@ def get_tokenizer(spec: str) -> TextTokenizer:
   return TextTokenizer.from_path(spec)
 
 
-def load_texts(name: str, split: str, data_dir: str = "", text_feature: str = "text",
-               label_feature: str = "label") -> tuple[np.ndarray, list[str], np.ndarray]:
+def _features(name: str, options: FileDataOptions) -> tuple[str, str]:
+  """The text and label features to read: a user's files are stored as ``text``/``label``
+  whatever their columns were called; a catalogue dataset's are named by the options."""
+  if user_files.is_file_dataset(name):
+    return "text", "label"
+  return options.text_field, options.label_field
+
+
+def load_texts(name: str, split: str, data_dir: str = "",
+               options: FileDataOptions = FileDataOptions()
+               ) -> tuple[np.ndarray, list[str], np.ndarray]:
   """(ids, texts, labels) of one split, sorted by id: the raw strings behind
   ``load_text_split`` (an outside implementation reads a run's examples through it)."""
-  source = sources._data_source(name, split, sources.resolve_data_dir(data_dir))
+  text_feature, label_feature = _features(name, options)
+  source = sources._data_source(name, split, sources.resolve_data_dir(data_dir), options)
   records = sources._read_all(source)
   for feature in (text_feature, label_feature):
     if records and feature not in records[0]:
@@ -44,8 +55,8 @@ def load_texts(name: str, split: str, data_dir: str = "", text_feature: str = "t
 
 @functools.lru_cache(maxsize=16)
 def _load(name: str, split: str, data_dir: str, tokenizer: str, max_length: int,
-          text_feature: str, label_feature: str) -> tuple[sources.Examples, TokenStats]:
-  ids, texts, labels = load_texts(name, split, data_dir, text_feature, label_feature)
+          options: FileDataOptions) -> tuple[sources.Examples, TokenStats]:
+  ids, texts, labels = load_texts(name, split, data_dir, options)
   tokens, stats = get_tokenizer(tokenizer).encode_with_stats(texts, max_length)
   examples = sources.Examples({"id": ids, "label": labels, **tokens})
   for array in (*examples.arrays.values(), stats.lengths):
@@ -54,25 +65,27 @@ def _load(name: str, split: str, data_dir: str, tokenizer: str, max_length: int,
 
 
 def load_text_split(name: str, split: str, data_dir: str, tokenizer: str, max_length: int,
-                    text_feature: str = "text", label_feature: str = "label") -> sources.Examples:
+                    options: FileDataOptions = FileDataOptions()) -> sources.Examples:
   """One split as ``id``, ``label``, ``input_ids``, ``attention_mask``, ``token_type_ids``.
 
   ``tokenizer`` is a tokenizer.json path, a folder holding one, or a ``package:``/``hf:`` spec;
   token arrays are int32 (N, max_length). Sorted by id; cached per process.
   """
-  return _load(name, split, data_dir, tokenizer, max_length, text_feature, label_feature)[0]
+  return _load(name, split, data_dir, tokenizer, max_length, options)[0]
 
 
 def text_split_stats(name: str, split: str, data_dir: str, tokenizer: str, max_length: int,
-                     text_feature: str = "text", label_feature: str = "label") -> TokenStats:
+                     options: FileDataOptions = FileDataOptions()) -> TokenStats:
   """Token lengths of that split (how many texts ``max_length`` cut), from the same cache."""
-  return _load(name, split, data_dir, tokenizer, max_length, text_feature, label_feature)[1]
+  return _load(name, split, data_dir, tokenizer, max_length, options)[1]
 
 
-def label_names(name: str, data_dir: str, label_feature: str = "label",
+def label_names(name: str, data_dir: str, options: FileDataOptions = FileDataOptions(),
                 split: str = "train") -> list[str]:
-  """The class names of a dataset's ClassLabel, in label order (zero-shot prompts need them)."""
-  source = sources._data_source(name, split, sources.resolve_data_dir(data_dir))
+  """The class names of a dataset's ClassLabel, in label order (zero-shot prompts, reports and
+  predictions print them)."""
+  label_feature = _features(name, options)[1]
+  source = sources._data_source(name, split, sources.resolve_data_dir(data_dir), options)
   info = getattr(source, "dataset_info", None)
   if info is None or label_feature not in info.features:
     raise sources.DatasetError(f"dataset {name!r} has no ClassLabel feature {label_feature!r}")

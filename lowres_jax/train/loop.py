@@ -25,7 +25,7 @@ from lowres_jax import checkpoint, parallel, records, storage
 from lowres_jax.compress import distill as distill_lib, prune as prune_lib
 from lowres_jax.compress import quantize as quantize_lib, teachers as teachers_lib
 from lowres_jax.config import ConfigError, config_hash, duration_to_steps
-from lowres_jax.data import augment, fewshot, sources, text_sources
+from lowres_jax.data import augment, fewshot, file_builder, sources, text_sources, user_files
 from lowres_jax.eval import imbalance
 from lowres_jax.models import build_model, lora as lora_lib
 from lowres_jax.train import features as features_lib
@@ -131,6 +131,10 @@ def _prepare_task(configs, plans: list[RunPlan], workdirs: list[str], embed_pret
                                                embed_pretrained(model))
   if plan.pool_size:
     manifests = [fewshot.with_pool(m, pool, plan.pool_size) for m in manifests]
+  if user_files.is_file_dataset(plan.dataset):
+    source = file_builder.source_record(plan.dataset, plan.data_options,
+                                        sources.resolve_data_dir(plan.data_dir))
+    manifests = [dataclasses.replace(m, source=source) for m in manifests]
   for config, manifest, workdir in zip(configs, manifests, workdirs):
     workdir_lib.write_run_files(config, manifest, workdir)
   trains = [fewshot.select(pool, m.train_ids, plan.classes) for m in manifests]
@@ -173,8 +177,8 @@ def load_split(plan: RunPlan, split: str) -> sources.Examples:
   """Images as they are; text tokenised to ``plan.max_length`` (both cached per process)."""
   if plan.tokenizer:
     return text_sources.load_text_split(plan.dataset, split, plan.data_dir, plan.tokenizer,
-                                        plan.max_length)
-  return sources.load_split(plan.dataset, split, plan.data_dir)
+                                        plan.max_length, plan.data_options)
+  return sources.load_split(plan.dataset, split, plan.data_dir, plan.data_options)
 
 
 def _input_stats(plan: RunPlan) -> dict:
@@ -182,13 +186,14 @@ def _input_stats(plan: RunPlan) -> dict:
   if not plan.tokenizer:
     return {}
   return {f"tokens/{split}": text_sources.text_split_stats(
-      plan.dataset, split, plan.data_dir, plan.tokenizer, plan.max_length).to_json()
+      plan.dataset, split, plan.data_dir, plan.tokenizer, plan.max_length,
+      plan.data_options).to_json()
           for split in (plan.train_split, plan.test_split)}
 
 
 def _label_inputs(plan: RunPlan) -> dict:
   """The task's class names in ``plan.label_template``, tokenised like the data."""
-  names = text_sources.label_names(plan.dataset, plan.data_dir)
+  names = text_sources.label_names(plan.dataset, plan.data_dir, plan.data_options)
   texts = head_init.template_names([names[c] for c in plan.classes], plan.label_template)
   return text_sources.get_tokenizer(plan.tokenizer).encode(texts, plan.max_length)
 

@@ -22,6 +22,8 @@ from lowres_jax.config import ConfigError, TrackedConfig, parse_duration
 from lowres_jax.data.augment import AUGMENTATIONS, STRENGTH_RANGES, STRENGTH_READERS
 from lowres_jax.data.text_augment import TEXT_AUGMENTATIONS
 from lowres_jax.data.fewshot import ALL_SHOTS
+from lowres_jax.data import user_files
+from lowres_jax.data.user_files import FileDataOptions
 from lowres_jax.models import MODELS
 from lowres_jax.train import hparams as hparams_lib
 from lowres_jax.models.lora import LORA_FREEZE, LoraSpec
@@ -57,6 +59,9 @@ class RunPlan:
   tokenizer: str        # Text datasets: tokenizer.json path or package:/hf: spec; '' for images.
   max_length: int       # Text datasets: tokens per example (one compiled shape).
   label_template: str   # Text datasets: how a class name reads, for head_init='label_names'.
+  # How a user's files (folder:/csv:/jsonl:) become a dataset, and which features a text
+  # dataset's text and label are (data/user_files.py); defaults for every other dataset.
+  data_options: FileDataOptions
   # Model and where its weights come from.
   model_name: str
   model_kwargs: tuple[tuple[str, Any], ...]
@@ -145,6 +150,7 @@ def read_plan(config: ml_collections.ConfigDict, reads: set[str] | None = None) 
       tokenizer=_optional(c.data, "tokenizer", ""),
       max_length=int(_optional(c.data, "max_length", 0)),
       label_template=_optional(c.data, "label_template", "{}"),
+      data_options=_read_data_options(c),
       test_split=c.data.test_split,
       model_name=c.model.name,
       model_kwargs=tuple(sorted((k, _freeze(v)) for k, v in c.model.to_dict().items()
@@ -182,6 +188,25 @@ def read_plan(config: ml_collections.ConfigDict, reads: set[str] | None = None) 
     plan = dataclasses.replace(plan, freeze=LORA_FREEZE)
   _validate(plan)
   return plan
+
+
+# Keys that only a user's files read; a built-in or catalogue dataset would ignore them.
+_FILE_ONLY_KEYS = ("id_field", "image_size", "image_channels", "test", "test_fraction",
+                   "split_seed", "skip_bad_files")
+
+
+def _read_data_options(c: TrackedConfig) -> FileDataOptions:
+  """config.data's keys for a user's files (optional: other configs never set them)."""
+  given = {key: getattr(c.data, key) for key in user_files.OPTION_KEYS if key in c.data}
+  stray = [key for key in _FILE_ONLY_KEYS if key in given]
+  if stray and not user_files.is_file_dataset(c.data.name):
+    raise ConfigError(f"config.data.{stray[0]} shapes a dataset read from your files "
+                      f"(config.data.name = folder:PATH, csv:PATH or jsonl:PATH); "
+                      f"{c.data.name!r} is not one: remove the key")
+  try:
+    return FileDataOptions(**given)
+  except TypeError as error:
+    raise ConfigError(f"config.data: {error}") from None
 
 
 def _optional(config: TrackedConfig, key: str, default: Any) -> Any:
@@ -396,6 +421,13 @@ def _validate_task_and_rates(plan: RunPlan, trains: bool) -> None:
 
 
 def _validate(plan: RunPlan) -> None:
+  if user_files.is_file_dataset(plan.dataset) and (
+      user_files.is_text(plan.dataset) != bool(plan.tokenizer)):
+    raise ConfigError(
+        f"config.data.name = {plan.dataset!r} is a {'text' if plan.tokenizer else 'image'} "
+        f"config's dataset only if it is {'csv:/jsonl:' if plan.tokenizer else 'folder:'}: "
+        "images come as folder:PATH with an image config (configs/image_efficientnet.py), "
+        "texts as csv:PATH or jsonl:PATH with a text config (configs/text_fortunes.py)")
   if not plan.classes:
     raise ConfigError("config.data.classes is empty; name the classes of the task")
   if len(set(plan.classes)) != len(plan.classes):

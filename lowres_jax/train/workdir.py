@@ -176,7 +176,8 @@ def write_run_files(config, manifest, workdir: str) -> None:
     saved = storage.read_json(split_path, "the examples the run trained on")
     drawn = manifest.to_json()
     if any(saved.get(key) != drawn.get(key) for key in ("train_ids", "val_ids", "train_sha256",
-                                                         "val_sha256", "pool_sha256")):
+                                                         "val_sha256", "pool_sha256",
+                                                         "source")):
       raise ConfigError(
           f"{workdir} was trained on other examples than the same config draws now (its "
           "split.json differs: edited by hand, or the dataset was rebuilt or changed). Use a "
