@@ -74,10 +74,10 @@ def dataset_dir(name: str, options: user_files.FileDataOptions, data_dir: str) -
                       config_name(kind, user_files.content_sha256(name, options)), VERSION)
 
 
-@functools.lru_cache(maxsize=16)
 def prepared_builder(name: str, options: user_files.FileDataOptions,
                      data_dir: str) -> tfds.core.DatasetBuilder:
-  """The prepared dataset of a user's files, preparing it first if its hash is new."""
+  """The prepared dataset of a user's files, preparing it first if its hash is new (the
+  files are hashed on every call, so an edit within one process is seen too)."""
   directory = dataset_dir(name, options, data_dir)
   if not os.path.exists(os.path.join(directory, "dataset_info.json")):
     storage.ensure_directory(data_dir, flag="config.data.data_dir")
@@ -85,6 +85,11 @@ def prepared_builder(name: str, options: user_files.FileDataOptions,
                        flag="config.data.data_dir", wait=True):
       if not os.path.exists(os.path.join(directory, "dataset_info.json")):
         _prepare(name, options, data_dir)
+  return _read_prepared(directory)
+
+
+@functools.lru_cache(maxsize=16)
+def _read_prepared(directory: str) -> tfds.core.DatasetBuilder:
   return tfds.builder_from_directory(directory)
 
 

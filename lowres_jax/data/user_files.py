@@ -196,7 +196,10 @@ def _open_image(path: str):
   return image
 
 
-def _read_images(root: str, classes: Sequence[str], options: FileDataOptions) -> Split:
+def _read_images(root: str, classes: Sequence[str], options: FileDataOptions,
+                 namespace: str = "") -> Split:
+  """``namespace`` prefixes the relative paths that ids are hashed from: a test folder's
+  ``cat/001.jpg`` is another image than the training folder's."""
   from PIL import Image
   folders = _class_folders(root)
   unknown = sorted(set(folders) - set(classes))
@@ -217,7 +220,7 @@ def _read_images(root: str, classes: Sequence[str], options: FileDataOptions) ->
         skipped.append(os.path.join(root, rel))
         continue
       labels.append(label)
-      ids.append(_path_id(rel))
+      ids.append(_path_id(namespace + rel))
   channels = options.image_channels or (
       1 if all(image.mode in GREY_MODES for image in images) else 3)
   size = options.image_size
@@ -386,7 +389,7 @@ def read(name: str, options: FileDataOptions = FileDataOptions()) -> FileDataset
     if test_path:
       # The test images are stored like the training images: same channels, same size.
       test = _read_images(test_path, classes, dataclasses.replace(
-          options, image_channels=everything.images.shape[-1]))
+          options, image_channels=everything.images.shape[-1]), namespace="test:")
       if test.images.shape[1:3] != everything.images.shape[1:3]:
         raise FileDataError(f"the images of {test_path} are {test.images.shape[1:3]} and those "
                             f"of {path} {everything.images.shape[1:3]}: set "
@@ -400,9 +403,10 @@ def read(name: str, options: FileDataOptions = FileDataOptions()) -> FileDataset
   else:
     train = everything
     overlap = set(train.ids.tolist()) & set(test.ids.tolist())
-    if overlap:
+    if overlap:  # Text ids are the texts' hashes (or the id column): the same examples.
       raise FileDataError(f"{len(overlap)} example(s) of {test_path} are also in {path} (same "
-                          "ids): the test split must not hold training examples")
+                          f"{'id' if options.id_field else 'text'}): the test split must not "
+                          "hold training examples")
   return FileDataset(kind=kind, path=path, class_names=classes,
                      splits={"train": train, "test": test},
                      sha256=content_sha256(name, options))
