@@ -64,8 +64,8 @@ def get_config(arg: str | None = None):
                                  lr=0.01, batch_size=32, augment=augment)
   c.train.crop_pad = crop_pad
   if own:
-    c.data.image_size, c.data.image_channels = IMAGE_SIZE, 3
-    c.data.test_fraction, c.data.val_per_class = 0.2, 2
+    c.data.update(user_files.config_defaults(image_size=IMAGE_SIZE, image_channels=3))
+    c.data.val_per_class = 2
   c.eval.every = 0
   c.checkpoint_every = 100
   c.method = "scratch" if init == "scratch" else ("linear_probe" if probe else "finetune")

@@ -83,7 +83,7 @@ def get_config(arg: str | None = None):
   c.head_refit = ""
   c.data.val_per_class = 16
   if own:
-    c.data.text_field, c.data.label_field, c.data.test_fraction = "text", "label", 0.2
+    c.data.update(user_files.config_defaults())
     c.data.val_per_class = 2
   c.eval.batch_size = 64  # Measured faster than 256 for this encoder on the 2-core CPU.
   c.train.loss = "cross_entropy"

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import os
 
+import numpy as np
 import pytest
 
 from conftest import cli_flags, run_main
@@ -152,3 +153,80 @@ def test_a_bad_tokenizer_is_one_clear_error(tokenizer, expected, tmp_path):
   assert "Traceback" not in result.stderr and result.returncode == 2, result.stderr[-3000:]
   (line,) = [l for l in result.stderr.splitlines() if l.startswith("lowres_jax:")]
   assert all(text in line for text in expected), line
+
+
+def _write_user_files(case: str, root) -> str:
+  """The dataset name of a broken user dataset for ``case``, its files written under root."""
+  from PIL import Image
+  pixel = np.full((8, 8), 128, np.uint8)
+  if case in ("empty-class-folder", "unreadable-image", "too-many-shots"):
+    for name in ("a", "b"):
+      (root / "photos" / name).mkdir(parents=True)
+      for i in range(6):
+        Image.fromarray(pixel).save(root / "photos" / name / f"{i}.png")
+    if case == "empty-class-folder":
+      (root / "photos" / "c").mkdir()
+    if case == "unreadable-image":
+      (root / "photos" / "b" / "9.jpg").write_bytes(b"\xff\xd8\xff not really a jpeg")
+    return f"folder:{root / 'photos'}"
+  if case == "missing-column":
+    (root / "t.csv").write_text("sentence,label\nhello,a\n")
+    return f"csv:{root / 't.csv'}"
+  if case == "not-utf8":
+    (root / "t.csv").write_bytes("text,label\ncaf\xe9,a\n".encode("latin-1"))
+    return f"csv:{root / 't.csv'}"
+  if case == "duplicate-ids":
+    (root / "t.jsonl").write_text('{"text": "x", "label": "a", "id": 3}\n'
+                                  '{"text": "y", "label": "b", "id": 3}\n')
+    return f"jsonl:{root / 't.jsonl'}"
+  if case == "unseen-test-label":
+    (root / "t.csv").write_text("text,label\n" + "".join(f"t{i},{'ab'[i % 2]}\n"
+                                                        for i in range(8)))
+    (root / "test.csv").write_text("text,label\nnew,zebra\n")
+    return f"csv:{root / 't.csv'}"
+  raise ValueError(case)
+
+
+USER_FILE_CASES = [
+    pytest.param("folder", "no-such-folder", ["does not exist"], id="folder-missing"),
+    pytest.param("folder", "empty-class-folder", ["class folder", "holds no image file"],
+                 id="empty-class-folder"),
+    pytest.param("folder", "unreadable-image", ["cannot read image", "9.jpg", "skip_bad_files"],
+                 id="unreadable-image"),
+    pytest.param("folder", "too-many-shots", ["shots=50", "Lower config.data.shots"],
+                 id="fewer-images-than-shots"),
+    pytest.param("text", "missing-column", ["no column 'text'", "['sentence', 'label']"],
+                 id="csv-missing-text-column"),
+    pytest.param("text", "not-utf8", ["is not UTF-8", "line 2"], id="csv-not-utf8"),
+    pytest.param("text", "duplicate-ids", ["the same id 3", "unique"], id="jsonl-duplicate-ids"),
+    pytest.param("text", "unseen-test-label", ["['zebra']", "never has"],
+                 id="test-label-unseen-in-training"),
+]
+
+
+@pytest.mark.parametrize("kind, case, expected", USER_FILE_CASES)
+def test_a_bad_user_dataset_is_one_clear_error_and_leaves_nothing_prepared(
+    kind, case, expected, tmp_path, data_dir):
+  name = (f"folder:{tmp_path / 'nowhere'}" if case == "no-such-folder"
+          else _write_user_files(case, tmp_path))
+  user_data_dir = tmp_path / "tfds"
+  if kind == "folder":
+    args = [TINY, f"--config.data.name={name}", "--config.data.classes=(0,1)",
+            "--config.data.val_per_class=1", f"--config.data.data_dir={user_data_dir}",
+            f"--config.cache_dir={tmp_path / 'cache'}", "--progress=false"]
+    args += ["--config.data.shots=50"] if case == "too-many-shots" else ["--config.data.shots=2"]
+  else:
+    args = [f"--config=configs/text_fortunes.py:tiny=1,dataset={name}",
+            "--config.data.val_per_class=0", "--config.data.shots=1",
+            f"--config.data.data_dir={user_data_dir}", f"--config.cache_dir={tmp_path / 'cache'}",
+            "--progress=false", "--config.data.test_fraction=0.0"]
+    if case == "unseen-test-label":
+      args.append(f"--config.data.test={tmp_path / 'test.csv'}")
+    if case == "duplicate-ids":
+      args.append("--config.data.id_field=id")
+  result = run_main([*args, f"--workdir={tmp_path / 'run'}"])
+  assert "Traceback" not in result.stderr and result.returncode == 2, result.stderr[-3000:]
+  (line,) = [l for l in result.stderr.splitlines() if l.startswith("lowres_jax:")]
+  assert all(text in line for text in expected), line
+  prepared = user_data_dir / "lowres_files"
+  assert case == "too-many-shots" or not prepared.exists() or not any(prepared.iterdir())

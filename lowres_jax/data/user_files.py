@@ -70,6 +70,11 @@ class FileDataOptions:
 OPTION_KEYS = tuple(field.name for field in dataclasses.fields(FileDataOptions))
 
 
+def config_defaults(**overrides) -> dict:
+  """Every option as a ``config.data`` key, so each can be set from the command line."""
+  return {**dataclasses.asdict(FileDataOptions()), **overrides}
+
+
 def parse(name: str) -> tuple[str, str] | None:
   """'folder:/photos' -> ('folder', '/photos'); None for any other dataset name."""
   kind, sep, path = name.partition(":")
