@@ -35,11 +35,9 @@ from absl import app, flags
 from lowres_jax import errors
 from lowres_jax.user_error import MissingInputError, UserError
 
-_WORKDIR = flags.DEFINE_string("workdir", None, "A finished run's --workdir.")
-_INPUT = flags.DEFINE_string("input", None, "Folder or file of images, CSV/JSONL/TXT of texts, "
-                             "or - for texts on stdin.")
-_OUTPUT = flags.DEFINE_string("output", "predictions.csv", "Where to write (.csv or .jsonl).")
-_TOP_K = flags.DEFINE_integer("top_k", 3, "Classes listed per input with their probabilities.")
+# Flags are defined only when run as a command, so importing this module (tests, the
+# other commands) never collides with their flags of the same names.
+FLAGS = flags.FLAGS
 
 
 class PredictError(UserError, ValueError):
@@ -192,19 +190,28 @@ def write_predictions(path: str, ids: Sequence[str], probabilities: np.ndarray,
 
 def main(argv) -> None:
   del argv
-  if not _WORKDIR.value or not _INPUT.value:
+  if not FLAGS.workdir or not FLAGS.input:
     raise PredictError("--workdir and --input are both needed")
-  predictor = Predictor.load(_WORKDIR.value)
-  ids, kind, items = read_inputs(_INPUT.value, predictor.plan.data_options.text_field)
+  predictor = Predictor.load(FLAGS.workdir)
+  ids, kind, items = read_inputs(FLAGS.input, predictor.plan.data_options.text_field)
   inputs = (predictor.prepare_images(items) if kind == "images"
             else predictor.prepare_texts(items))
   probabilities = predictor.probabilities(inputs)
-  write_predictions(_OUTPUT.value, ids, probabilities, predictor.class_names, _TOP_K.value)
+  write_predictions(FLAGS.output, ids, probabilities, predictor.class_names, FLAGS.top_k)
   counts = np.bincount(probabilities.argmax(1), minlength=len(predictor.class_names))
   summary = ", ".join(f"{n} {c}" for n, c in zip(predictor.class_names, counts) if c)
-  print(f"{len(ids)} {kind} -> {_OUTPUT.value} ({summary})")
+  print(f"{len(ids)} {kind} -> {FLAGS.output} ({summary})")
+
+
+def _define_flags() -> None:
+  flags.DEFINE_string("workdir", None, "A finished run's --workdir.")
+  flags.DEFINE_string("input", None, "Folder or file of images, CSV/JSONL/TXT of texts, "
+                               "or - for texts on stdin.")
+  flags.DEFINE_string("output", "predictions.csv", "Where to write (.csv or .jsonl).")
+  flags.DEFINE_integer("top_k", 3, "Classes listed per input with their probabilities.")
 
 
 if __name__ == "__main__":
+  _define_flags()
   flags.mark_flags_as_required(["workdir", "input"])
   app.run(lambda argv: errors.run_with_clear_errors(lambda: main(argv)))

@@ -1,0 +1,152 @@
+"""A finished run as a model that runs without lowres_jax: ``python -m lowres_jax.export``.
+
+  python -m lowres_jax.export --workdir=workdirs/my_photos --out=exported/my_photos
+
+``--format=stablehlo`` (the one format so far) writes, into ``--out``:
+
+- ``model.jax_export``: ``jax.export`` of the whole inference function, from the raw inputs
+  the training data were stored as (uint8 NHWC images of the run's stored size; or int32
+  ``input_ids``/``attention_mask``/``token_type_ids`` of the run's ``max_length``) to class
+  probabilities, for any batch size (a symbolic batch dimension). The model's own input
+  preprocessing (resize, grey to RGB, normalisation) is inside; the weights are constants of
+  the serialized program, so the file is the whole model.
+- ``labels.json``: the class names in output order, the input names, dtypes and shapes.
+- ``tokenizer.json`` for a text model: the run's tokenizer, to make the token ids with the
+  ``tokenizers`` package.
+- ``MODEL_CARD.md``: where the model came from, its test metrics, the command that made it and
+  its size.
+
+Loading needs only ``jax`` and ``numpy`` (the README shows the dozen lines)::
+
+  exported = jax.export.deserialize(open("model.jax_export", "rb").read())
+  probabilities = exported.call(images)          # images: uint8 (N, H, W, C)
+  probabilities = exported.call(input_ids, attention_mask, token_type_ids)  # text
+
+The exported weights are the run's final ones, as for ``lowres_jax.predict``: runs whose
+reported metrics come from other weights are refused the same way.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+
+import numpy as np
+from absl import app, flags
+
+from lowres_jax import errors
+from lowres_jax.user_error import UserError
+
+# Flags are defined only when run as a command, so importing this module (tests, the
+# other commands) never collides with their flags of the same names.
+FLAGS = flags.FLAGS
+
+MODEL_FILE = "model.jax_export"
+TEXT_INPUTS = ("input_ids", "attention_mask", "token_type_ids")
+
+
+class ExportError(UserError, ValueError):
+  """A run that cannot be exported as asked."""
+
+
+def inference_function(predictor):
+  """probabilities = f(*inputs): the run's model with its weights closed over."""
+  import jax
+  import jax.numpy as jnp
+  from lowres_jax.train import step as step_lib
+  logits_of = step_lib.make_eval_logits(predictor.model)
+  variables = jax.tree.map(jnp.asarray, predictor.variables)
+  names = input_names(predictor)
+
+  def probabilities(*arrays):
+    logits = logits_of(variables, dict(zip(names, arrays)))
+    return jax.nn.softmax(logits.astype(jnp.float32), axis=-1)
+
+  return probabilities
+
+
+def input_names(predictor) -> tuple[str, ...]:
+  return TEXT_INPUTS if predictor.plan.tokenizer else ("image",)
+
+
+def input_specs(predictor) -> list:
+  """Shapes with a symbolic batch dimension, so one export serves every batch size."""
+  import jax
+  (batch,) = jax.export.symbolic_shape("batch")
+  if predictor.plan.tokenizer:
+    return [jax.ShapeDtypeStruct((batch, predictor.plan.max_length), np.int32)
+            for _ in TEXT_INPUTS]
+  return [jax.ShapeDtypeStruct((batch, *predictor.image_shape), np.uint8)]
+
+
+def export_stablehlo(workdir: str, out: str, command: str = "") -> dict:
+  """Writes the files of the module doc; returns what labels.json says."""
+  import jax
+  from lowres_jax import storage
+  from lowres_jax.data import text_sources
+  from lowres_jax.predict import Predictor
+  predictor = Predictor.load(workdir)
+  exported = jax.export.export(jax.jit(inference_function(predictor)))(*input_specs(predictor))
+  storage.ensure_directory(out, flag="--out")
+  with storage.replacing(os.path.join(out, MODEL_FILE), "wb") as f:
+    f.write(exported.serialize())
+  specs = input_specs(predictor)
+  labels = {"classes": list(predictor.class_names),
+            "inputs": [{"name": n, "dtype": str(s.dtype), "shape": ["batch", *s.shape[1:]]}
+                       for n, s in zip(input_names(predictor), specs)],
+            "output": "probabilities (batch, classes), float32"}
+  storage.write_json(os.path.join(out, "labels.json"), labels, indent=1)
+  if predictor.plan.tokenizer:
+    tokenizer = text_sources.get_tokenizer(predictor.plan.tokenizer)
+    storage.write_text(os.path.join(out, "tokenizer.json"), tokenizer.json_text)
+  storage.write_text(os.path.join(out, "MODEL_CARD.md"), model_card(predictor, workdir, out,
+                                                                    command))
+  return labels
+
+
+def model_card(predictor, workdir: str, out: str, command: str) -> str:
+  from lowres_jax import storage
+  plan = predictor.plan
+  summary = storage.read_json(os.path.join(workdir, "summary.json"), "the run's summary")
+  split = storage.read_json(os.path.join(workdir, "split.json"), "the run's examples")
+  size = sum(os.path.getsize(os.path.join(out, n)) for n in os.listdir(out)
+             if os.path.isfile(os.path.join(out, n)))
+  metrics = "\n".join(f"| {k} | {summary[k]:.4f} |" for k in sorted(summary)
+                      if k.startswith("test/") and isinstance(summary[k], float))
+  source = split.get("source", {})
+  return f"""# Model card: {os.path.basename(os.path.abspath(workdir))}
+
+- **Task**: {len(predictor.class_names)} classes of `{plan.dataset}`: {', '.join(predictor.class_names)}
+- **Trained from**: {plan.init.kind} {plan.init.path or ''} ({plan.model_name}); method `{plan.method}`
+- **Examples**: {split.get('num_train')} training ({plan.shots} per class; -1 is all),
+  {split.get('num_val')} validation; split.json train_sha256 `{split.get('train_sha256')}`
+  {f"; data sha256 `{source.get('sha256')}`" if source else ''}
+- **Compression**: {'pruned (' + plan.prune.method + ')' if plan.prune.method else 'none'}
+- **Size on disk**: {size:,} bytes (this folder)
+- **Made by**: `{command or 'python -m lowres_jax.export --workdir=' + workdir + ' --out=' + out}`
+
+| test metric (this run, one seed) | value |
+|---|---|
+{metrics}
+"""
+
+
+def main(argv) -> None:
+  del argv
+  if not FLAGS.workdir or not FLAGS.out:
+    raise ExportError("--workdir and --out are both needed")
+  command = (f"python -m lowres_jax.export --workdir={FLAGS.workdir} --out={FLAGS.out} "
+             f"--format={FLAGS.format}")
+  labels = export_stablehlo(FLAGS.workdir, FLAGS.out, command)
+  print(f"exported {len(labels['classes'])}-class model to {FLAGS.out}/{MODEL_FILE}")
+
+
+def _define_flags() -> None:
+  flags.DEFINE_string("workdir", None, "A finished run's --workdir.")
+  flags.DEFINE_string("out", None, "Folder to write the exported model into.")
+  flags.DEFINE_enum("format", "stablehlo", ["stablehlo"], "What to export.")
+
+
+if __name__ == "__main__":
+  _define_flags()
+  app.run(lambda argv: errors.run_with_clear_errors(lambda: main(argv)))

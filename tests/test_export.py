@@ -1,0 +1,50 @@
+"""``python -m lowres_jax.export --format=stablehlo``: the exported model runs in a process that
+imports neither lowres_jax nor flax and gives the run's own probabilities."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import numpy as np
+
+from conftest import REPO, cpu_env, tiny_config
+from lowres_jax import export, predict
+from lowres_jax.train import loop
+
+# The loader of the README: plain jax and numpy.
+LOADER = """
+import sys, numpy as np, jax
+exported = jax.export.deserialize(open(sys.argv[1] + "/model.jax_export", "rb").read())
+inputs = np.load(sys.argv[2])
+probabilities = np.asarray(exported.call(*[inputs[k] for k in inputs.files]))
+assert "lowres_jax" not in sys.modules and "flax" not in sys.modules, "imported the project"
+np.save(sys.argv[3], probabilities)
+"""
+
+
+def test_a_stablehlo_export_gives_the_runs_probabilities_without_lowres_jax(tmp_path, data_dir):
+  config = tiny_config(data_dir, str(tmp_path / "cache"))
+  loop.run(config, str(tmp_path / "run"), show_progress=False)
+  out = tmp_path / "exported"
+  result = subprocess.run([sys.executable, "-m", "lowres_jax.export",
+                           f"--workdir={tmp_path / 'run'}", f"--out={out}"], cwd=REPO,
+                          env=cpu_env(), capture_output=True, text=True, timeout=300)
+  assert result.returncode == 0, result.stderr[-2000:]
+  labels = json.loads((out / "labels.json").read_text())
+  assert labels["classes"] == ["5", "6", "7", "8", "9"]
+  assert "test/accuracy" in (out / "MODEL_CARD.md").read_text()
+  predictor = predict.Predictor.load(str(tmp_path / "run"))
+  test = loop.test_examples(predictor.plan)
+  images = test.arrays["image"][:37]  # an odd batch: the export's batch is symbolic
+  np.savez(tmp_path / "inputs.npz", image=images)
+  loader = tmp_path / "load.py"
+  loader.write_text(LOADER)
+  env = {k: v for k, v in cpu_env().items() if k != "PYTHONPATH"}
+  run = subprocess.run([sys.executable, str(loader), str(out), str(tmp_path / "inputs.npz"),
+                        str(tmp_path / "probs.npy")], cwd=tmp_path, env=env,
+                       capture_output=True, text=True, timeout=300)
+  assert run.returncode == 0, run.stderr[-2000:]
+  expected = predictor.probabilities({"image": images})
+  np.testing.assert_allclose(np.load(tmp_path / "probs.npy"), expected, atol=1e-6)
