@@ -116,8 +116,10 @@ class Predictor:
         raise PredictError(f"cannot read image {path} ({type(error).__name__}: "
                            f"{str(error)[:120]})") from None
       array = user_files._to_array(image, channels, 0)
-      if array.shape[:2] != (height, width):
-        array = user_files._to_array(image.resize((width, height)), channels, 0)
+      if array.shape[:2] != (height, width):  # Resized as user_files stores images.
+        from PIL import Image
+        array = user_files._to_array(image.resize((width, height), Image.Resampling.BILINEAR),
+                                     channels, 0)
       arrays.append(array)
     return {"image": np.stack(arrays)}
 

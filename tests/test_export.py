@@ -48,3 +48,27 @@ def test_a_stablehlo_export_gives_the_runs_probabilities_without_lowres_jax(tmp_
   assert run.returncode == 0, run.stderr[-2000:]
   expected = predictor.probabilities({"image": images})
   np.testing.assert_allclose(np.load(tmp_path / "probs.npy"), expected, atol=1e-6)
+
+
+def test_a_text_export_takes_token_ids_and_ships_the_tokenizer(tmp_path):
+  from conftest import REPO as repo
+  from file_datasets import write_texts
+  from lowres_jax.config import load_module
+  from lowres_jax.data import text_sources
+  texts = [f"{word} story number {i}" for i in range(12) for word in ("space", "court")]
+  path = write_texts(str(tmp_path / "t.csv"), texts, ["science", "law"] * 12)
+  config = load_module(str(repo / "configs" / "text_fortunes.py")).get_config(
+      f"dataset=csv:{path},tiny=1")
+  config.data.data_dir, config.cache_dir = str(tmp_path / "tfds"), str(tmp_path / "cache")
+  loop.run(config, str(tmp_path / "run"), show_progress=False)
+  out = tmp_path / "exported"
+  labels = export.export_stablehlo(str(tmp_path / "run"), str(out))
+  assert labels["classes"] == ["law", "science"]
+  assert [i["name"] for i in labels["inputs"]] == list(export.TEXT_INPUTS)
+  tokenizer = text_sources.TextTokenizer((out / "tokenizer.json").read_text())
+  tokens = tokenizer.encode(["space again", "a court case", "x"], config.data.max_length)
+  import jax
+  exported = jax.export.deserialize((out / export.MODEL_FILE).read_bytes())
+  probabilities = np.asarray(exported.call(*[tokens[k] for k in export.TEXT_INPUTS]))
+  expected = predict.Predictor.load(str(tmp_path / "run")).probabilities(tokens)
+  np.testing.assert_allclose(probabilities, expected, atol=1e-6)
