@@ -2,7 +2,9 @@
 
   python -m lowres_jax.export --workdir=workdirs/my_photos --out=exported/my_photos
 
-``--format=stablehlo`` (the one format so far) writes, into ``--out``:
+``--format=torch`` writes an EfficientNet-Lite run as a safetensors state dict in the names of
+PyPI ``efficientnet-lite-pytorch`` (``export_torch``). ``--format=stablehlo`` (the default)
+writes, into ``--out``:
 
 - ``model.jax_export``: ``jax.export`` of the whole inference function, from the raw inputs
   the training data were stored as (uint8 NHWC images of the run's stored size; or int32
@@ -104,6 +106,42 @@ def export_stablehlo(workdir: str, out: str, command: str = "") -> dict:
   return labels
 
 
+TORCH_FILE = "model.safetensors"
+
+
+def export_torch(workdir: str, out: str, command: str = "") -> dict:
+  """An EfficientNet-Lite run as a safetensors state dict in PyPI efficientnet-lite-pytorch's
+  names (``models/efficientnet_convert.to_lukemelas``), with labels.json and MODEL_CARD.md.
+  Load it with ``EfficientNet.from_name('efficientnet-lite0', image_size=..., num_classes=...)``
+  and ``load_state_dict``; feed RGB at the model's image size as (pixel - 127) / 128, NCHW."""
+  from flax import traverse_util
+  from safetensors.numpy import save_file
+  from lowres_jax import storage
+  from lowres_jax.models.efficientnet_convert import to_lukemelas
+  from lowres_jax.predict import Predictor
+  predictor = Predictor.load(workdir)
+  plan = predictor.plan
+  if plan.model_name != "efficientnet_lite" or plan.adapt.lora:
+    raise ExportError(f"--format=torch writes EfficientNet-Lite runs without LoRA adapters; "
+                      f"{workdir} is a {plan.model_name!r} run"
+                      f"{' with LoRA' if plan.adapt.lora else ''}: use --format=stablehlo")
+  flat = {"/".join(k): np.asarray(v) for k, v in
+          traverse_util.flatten_dict(predictor.variables).items()}
+  storage.ensure_directory(out, flag="--out")
+  save_file(to_lukemelas(flat), os.path.join(out, TORCH_FILE))
+  image_size = dict(plan.model_kwargs).get("image_size", 0)
+  labels = {"classes": list(predictor.class_names),
+            "inputs": [{"name": "image", "layout": "NCHW float32 RGB, (pixel - 127) / 128",
+                        "image_size": image_size}],
+            "output": "logits (batch, classes)",
+            "load": f"EfficientNet.from_name('efficientnet-lite0', image_size={image_size}, "
+                    f"num_classes={len(predictor.class_names)}).load_state_dict(...)"}
+  storage.write_json(os.path.join(out, "labels.json"), labels, indent=1)
+  storage.write_text(os.path.join(out, "MODEL_CARD.md"),
+                     model_card(predictor, workdir, out, command))
+  return labels
+
+
 def model_card(predictor, workdir: str, out: str, command: str) -> str:
   from lowres_jax import storage
   plan = predictor.plan
@@ -137,14 +175,15 @@ def main(argv) -> None:
     raise ExportError("--workdir and --out are both needed")
   command = (f"python -m lowres_jax.export --workdir={FLAGS.workdir} --out={FLAGS.out} "
              f"--format={FLAGS.format}")
-  labels = export_stablehlo(FLAGS.workdir, FLAGS.out, command)
-  print(f"exported {len(labels['classes'])}-class model to {FLAGS.out}/{MODEL_FILE}")
+  write = export_stablehlo if FLAGS.format == "stablehlo" else export_torch
+  labels = write(FLAGS.workdir, FLAGS.out, command)
+  print(f"exported {len(labels['classes'])}-class model to {FLAGS.out} ({FLAGS.format})")
 
 
 def _define_flags() -> None:
   flags.DEFINE_string("workdir", None, "A finished run's --workdir.")
   flags.DEFINE_string("out", None, "Folder to write the exported model into.")
-  flags.DEFINE_enum("format", "stablehlo", ["stablehlo"], "What to export.")
+  flags.DEFINE_enum("format", "stablehlo", ["stablehlo", "torch"], "What to export.")
 
 
 if __name__ == "__main__":

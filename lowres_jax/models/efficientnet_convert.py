@@ -90,3 +90,59 @@ def convert_lukemelas(tensors: Mapping[str, np.ndarray]
       value = np.ascontiguousarray(value.T)
     converted[path] = value
   return converted, unused
+
+
+def _torch_name(path: str) -> tuple[str, str] | None:
+  """The inverse of ``_target``: (lukemelas name, kind) of a flat flax variable path."""
+  collection, _, rest = path.partition("/")
+  module, _, leaf = rest.rpartition("/")
+  bn_leaf = {("params", "scale"): "weight", ("params", "bias"): "bias",
+             ("batch_stats", "mean"): "running_mean", ("batch_stats", "var"): "running_var"}
+  if module.endswith("/bn") or module == "bn":
+    owner = module[:-len("/bn")]
+    torch_leaf = bn_leaf.get((collection, leaf))
+    if torch_leaf is None:
+      return None
+    if owner in ("stem", "top"):
+      return f"{'_bn0' if owner == 'stem' else '_bn1'}.{torch_leaf}", "vector"
+    block, _, conv = owner.partition("/")
+    bns = {v: k for k, v in _BLOCK_BNS.items()}
+    if block.startswith("block") and conv in bns:
+      return f"_blocks.{int(block[5:])}.{bns[conv]}.{torch_leaf}", "vector"
+    return None
+  if path == "params/stem/conv/kernel":
+    return "_conv_stem.weight", "conv"
+  if path == "params/top/conv/kernel":
+    return "_conv_head.weight", "conv"
+  if path == "params/head/kernel":
+    return "_fc.weight", "dense"
+  if path == "params/head/bias":
+    return "_fc.bias", "vector"
+  convs = {v: k for k, v in _CONVS.items()}
+  parts = rest.split("/")
+  if (collection == "params" and len(parts) == 4 and parts[0].startswith("block")
+      and parts[1] in convs and parts[2:] == ["conv", "kernel"]):
+    return f"_blocks.{int(parts[0][5:])}.{convs[parts[1]]}.weight", "conv"
+  return None
+
+
+def to_lukemelas(variables: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
+  """Flat '/'-joined ``EfficientNetLite`` variables to a lukemelas-style state dict (what
+  PyPI ``efficientnet-lite-pytorch`` loads): the inverse of ``convert_lukemelas``, with the
+  ``num_batches_tracked`` counters torch's BatchNorm keeps set to 0. Raises ``ValueError``
+  for a variable it has no name for (e.g. LoRA adapters: merge them first)."""
+  state = {}
+  for path, value in variables.items():
+    target = _torch_name(path)
+    if target is None:
+      raise ValueError(f"{path} has no efficientnet-lite-pytorch name")
+    name, kind = target
+    value = np.asarray(value, dtype=np.float32)
+    if kind == "conv":  # HWIO -> OIHW (a depthwise (kh, kw, 1, C) -> (C, 1, kh, kw)).
+      value = value.transpose(3, 2, 0, 1)
+    elif kind == "dense":
+      value = value.T
+    state[name] = np.ascontiguousarray(value)
+    if name.endswith(".running_mean"):
+      state[name.replace(".running_mean", ".num_batches_tracked")] = np.zeros((), np.int64)
+  return state
