@@ -30,7 +30,6 @@ reported metrics come from other weights are refused the same way.
 
 from __future__ import annotations
 
-import json
 import os
 
 import numpy as np
