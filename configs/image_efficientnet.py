@@ -59,6 +59,8 @@ def get_config(arg: str | None = None):
   classes = ALL_CLASSES
   if own:  # Every class folder is a class of the task.
     from lowres_jax.data import user_files
+    # Absolute, so predict and resumes find the files from any directory.
+    dataset = "{}:{}".format(*user_files.parse(dataset))
     classes = tuple(range(len(user_files.class_names(dataset))))
   c = default_config.base_config(dataset, classes, shots, efficientnet(), "100 steps",
                                  lr=0.01, batch_size=32, augment=augment)

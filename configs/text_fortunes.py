@@ -67,6 +67,8 @@ def get_config(arg: str | None = None):
   model = dict(name="bert", pool="mean", normalize=True, dropout=0.1)
   if own:  # Every label of the file is a class of the task.
     from lowres_jax.data import user_files
+    # Absolute, so predict and resumes find the files from any directory.
+    dataset = "{}:{}".format(*user_files.parse(dataset))
     classes = tuple(range(len(user_files.class_names(dataset))))
   else:
     classes = category_ids()
