@@ -87,11 +87,11 @@ def export_stablehlo(workdir: str, out: str, command: str = "") -> dict:
   from lowres_jax.data import text_sources
   from lowres_jax.predict import Predictor
   predictor = Predictor.load(workdir)
-  exported = jax.export.export(jax.jit(inference_function(predictor)))(*input_specs(predictor))
+  specs = input_specs(predictor)
+  exported = jax.export.export(jax.jit(inference_function(predictor)))(*specs)
   storage.ensure_directory(out, flag="--out")
   with storage.replacing(os.path.join(out, MODEL_FILE), "wb") as f:
     f.write(exported.serialize())
-  specs = input_specs(predictor)
   labels = {"classes": list(predictor.class_names),
             "inputs": [{"name": n, "dtype": str(s.dtype), "shape": ["batch", *s.shape[1:]]}
                        for n, s in zip(input_names(predictor), specs)],

@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import csv
 import dataclasses
+import functools
 import io
 import json
 import os
@@ -73,24 +74,26 @@ class Predictor:
       raise PredictError(f"{workdir} kept no usable checkpoint ({error}); rerun it with "
                          "config.keep_checkpoints > 0") from None
     names = text_sources.label_names(plan.dataset, plan.data_dir, plan.data_options)
-    image_shape = None
-    if not plan.tokenizer:
-      source = sources._data_source(plan.dataset, plan.train_split,
-                                    sources.resolve_data_dir(plan.data_dir), plan.data_options)
-      image_shape = tuple(source.dataset_info.features["image"].shape)
+    image_shape = None if plan.tokenizer else sources.image_shape(
+        plan.dataset, plan.train_split, plan.data_dir, plan.data_options)
     return cls(plan=plan, model=loop.build_run_model(plan), variables=variables,
                class_names=tuple(names[c] for c in plan.classes), image_shape=image_shape)
 
-  def probabilities(self, inputs: dict[str, np.ndarray]) -> np.ndarray:
-    """(N, classes) softmax probabilities of the prepared inputs."""
+  @functools.cached_property
+  def _evaluator(self):
+    """The trainer's padded evaluation and the weights placed once, for every call."""
     import jax
     from lowres_jax import parallel
     from lowres_jax.train.compiled import CompileCache
     from lowres_jax.train.evaluate import Evaluator
     mesh = parallel.make_mesh()
-    evaluator = Evaluator(self.model, self.plan.eval_batch_size, mesh, CompileCache())
     stacked = parallel.put_replicated(
         jax.tree.map(lambda leaf: np.asarray(leaf)[None], self.variables), mesh)
+    return Evaluator(self.model, self.plan.eval_batch_size, mesh, CompileCache()), stacked
+
+  def probabilities(self, inputs: dict[str, np.ndarray]) -> np.ndarray:
+    """(N, classes) softmax probabilities of the prepared inputs."""
+    evaluator, stacked = self._evaluator
     logits = evaluator.logits(stacked, inputs, shared=True)[0].astype(np.float64)
     logits -= logits.max(axis=1, keepdims=True)
     exp = np.exp(logits)
@@ -109,18 +112,13 @@ class Predictor:
       raise PredictError("this run classifies texts; --input holds images")
     height, width, channels = self.image_shape
     arrays = []
-    for path in paths:
+    for path in paths:  # Converted and resized exactly as the run's images were stored.
       try:
-        image = user_files._open_image(path)
+        image = user_files.open_image(path)
       except (OSError, ValueError) as error:
         raise PredictError(f"cannot read image {path} ({type(error).__name__}: "
                            f"{str(error)[:120]})") from None
-      array = user_files._to_array(image, channels, 0)
-      if array.shape[:2] != (height, width):  # Resized as user_files stores images.
-        from PIL import Image
-        array = user_files._to_array(image.resize((width, height), Image.Resampling.BILINEAR),
-                                     channels, 0)
-      arrays.append(array)
+      arrays.append(user_files.image_array(image, channels, (width, height)))
     return {"image": np.stack(arrays)}
 
 
@@ -140,8 +138,10 @@ def _refuse_other_weights(plan, summary: dict, workdir: str) -> None:
                        "measured. Predict with a run without these settings.")
 
 
-def read_inputs(spec: str, text_field: str) -> tuple[list[str], str, list]:
-  """(ids, kind, items): kind 'images' (items: paths) or 'texts' (items: strings)."""
+def read_inputs(spec: str, options) -> tuple[list[str], str, list]:
+  """(ids, kind, items): kind 'images' (items: paths) or 'texts' (items: strings). A CSV or
+  JSONL is read with the run's ``FileDataOptions`` (its text field; its id field, if any,
+  gives the ids; otherwise rows are numbered)."""
   from lowres_jax.data import user_files
   if spec == "-":
     texts = [line.rstrip("\n") for line in sys.stdin if line.strip()]
@@ -157,16 +157,13 @@ def read_inputs(spec: str, text_field: str) -> tuple[list[str], str, list]:
     return [os.path.relpath(p, spec) for p in paths], "images", paths
   if spec.lower().endswith(user_files.IMAGE_EXTENSIONS):
     return [spec], "images", [spec]
-  text = user_files._decode(spec)
-  if spec.endswith(".csv"):
-    rows = list(csv.DictReader(io.StringIO(text, newline="")))
-    if rows and text_field not in rows[0]:
-      raise PredictError(f"{spec} has no column {text_field!r}; its columns are {list(rows[0])}")
-    texts = [row[text_field] for row in rows]
-  elif spec.endswith(".jsonl"):
-    texts = [json.loads(line)[text_field] for line in text.splitlines() if line.strip()]
+  if spec.endswith((".csv", ".jsonl")):
+    kind = "csv" if spec.endswith(".csv") else "jsonl"
+    rows = user_files.read_rows(kind, spec, options, labelled=False)
+    return ([str(i) if given is None else str(given) for i, (_, _, _, given) in enumerate(rows)],
+            "texts", [text for _, text, _, _ in rows])
   else:
-    texts = [line for line in text.splitlines() if line.strip()]
+    texts = [line for line in user_files.read_utf8(spec).splitlines() if line.strip()]
   return [str(i) for i in range(len(texts))], "texts", texts
 
 
@@ -195,7 +192,7 @@ def main(argv) -> None:
   if not FLAGS.workdir or not FLAGS.input:
     raise PredictError("--workdir and --input are both needed")
   predictor = Predictor.load(FLAGS.workdir)
-  ids, kind, items = read_inputs(FLAGS.input, predictor.plan.data_options.text_field)
+  ids, kind, items = read_inputs(FLAGS.input, predictor.plan.data_options)
   inputs = (predictor.prepare_images(items) if kind == "images"
             else predictor.prepare_texts(items))
   probabilities = predictor.probabilities(inputs)

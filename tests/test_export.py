@@ -7,10 +7,14 @@ import json
 import subprocess
 import sys
 
+import jax
 import numpy as np
 
 from conftest import REPO, cpu_env, tiny_config
+from file_datasets import write_texts
 from lowres_jax import export, predict
+from lowres_jax.config import load_module
+from lowres_jax.data import text_sources
 from lowres_jax.train import loop
 
 # The loader of the README: plain jax and numpy.
@@ -51,13 +55,9 @@ def test_a_stablehlo_export_gives_the_runs_probabilities_without_lowres_jax(tmp_
 
 
 def test_a_text_export_takes_token_ids_and_ships_the_tokenizer(tmp_path):
-  from conftest import REPO as repo
-  from file_datasets import write_texts
-  from lowres_jax.config import load_module
-  from lowres_jax.data import text_sources
   texts = [f"{word} story number {i}" for i in range(12) for word in ("space", "court")]
   path = write_texts(str(tmp_path / "t.csv"), texts, ["science", "law"] * 12)
-  config = load_module(str(repo / "configs" / "text_fortunes.py")).get_config(
+  config = load_module(str(REPO / "configs" / "text_fortunes.py")).get_config(
       f"dataset=csv:{path},tiny=1")
   config.data.data_dir, config.cache_dir = str(tmp_path / "tfds"), str(tmp_path / "cache")
   loop.run(config, str(tmp_path / "run"), show_progress=False)
@@ -67,7 +67,6 @@ def test_a_text_export_takes_token_ids_and_ships_the_tokenizer(tmp_path):
   assert [i["name"] for i in labels["inputs"]] == list(export.TEXT_INPUTS)
   tokenizer = text_sources.TextTokenizer((out / "tokenizer.json").read_text())
   tokens = tokenizer.encode(["space again", "a court case", "x"], config.data.max_length)
-  import jax
   exported = jax.export.deserialize((out / export.MODEL_FILE).read_bytes())
   probabilities = np.asarray(exported.call(*[tokens[k] for k in export.TEXT_INPUTS]))
   expected = predict.Predictor.load(str(tmp_path / "run")).probabilities(tokens)

@@ -78,3 +78,13 @@ def test_a_run_reported_with_other_weights_is_refused(tmp_path, data_dir):
   loop.run(config, str(tmp_path / "run"), show_progress=False)
   with pytest.raises(predict.PredictError, match="logit_adjust.*final float weights"):
     predict.Predictor.load(str(tmp_path / "run"))
+
+
+def test_texts_to_predict_are_read_with_the_runs_fields_and_ids(tmp_path):
+  from lowres_jax.data.user_files import FileDataError, FileDataOptions
+  path = write_texts(str(tmp_path / "new.jsonl"), ["one", "two"], ["?", "?"],
+                     text_field="body", ids=[7, 9])
+  options = FileDataOptions(text_field="body", id_field="id")
+  assert predict.read_inputs(path, options) == (["7", "9"], "texts", ["one", "two"])
+  with pytest.raises(FileDataError, match="no field 'text'"):
+    predict.read_inputs(path, FileDataOptions())

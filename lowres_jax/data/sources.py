@@ -143,6 +143,13 @@ def _data_source(name: str, split: str, data_dir: str,
   return builder.as_data_source(split=split)
 
 
+def image_shape(name: str, split: str, data_dir: str = "",
+                options: FileDataOptions = FileDataOptions()) -> tuple[int, ...]:
+  """(H, W, C) the images of a dataset are stored at, from its metadata (nothing decoded)."""
+  source = _data_source(name, split, resolve_data_dir(data_dir), options)
+  return tuple(source.dataset_info.features["image"].shape)
+
+
 def _read_all(source) -> list[dict]:
   """Every record; batched reads are 4x faster than one by one (2.5 s vs 10 s for 60k)."""
   try:

@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import csv
 import dataclasses
+import functools
 import hashlib
 import io
 import json
@@ -155,34 +156,45 @@ def class_names(name: str, options: FileDataOptions = FileDataOptions()) -> tupl
   kind, path = parse(name)
   if kind == "folder":
     return tuple(_class_folders(path))
-  return _sorted_labels(label for _, _, label, _ in _rows(kind, path, options))
+  return _sorted_labels(label for _, _, label, _ in read_rows(kind, path, options))
 
 
-def _hash_files(root: str, relpaths: Iterable[str], digest) -> None:
-  for rel in relpaths:
-    digest.update(rel.encode("utf-8") + b"\0")
-    with open(os.path.join(root, rel), "rb") as f:
-      for block in iter(lambda: f.read(1 << 20), b""):
-        digest.update(block)
-    digest.update(b"\0")
+def _listing(kind: str, part: str) -> tuple[tuple[str, str, int, int], ...]:
+  """(root, relative path, size, mtime_ns) of every file one path of a dataset reads."""
+  if kind == "folder":
+    rels = [f for files in _class_folders(part).values() for f in files]
+    root = part
+  else:
+    _require(part, f"the {kind} file")
+    root, rels = os.path.dirname(part), [os.path.basename(part)]
+  stats = [os.stat(os.path.join(root, rel)) for rel in rels]
+  return tuple((root, rel, st.st_size, st.st_mtime_ns) for rel, st in zip(rels, stats))
+
+
+@functools.lru_cache(maxsize=32)
+def _hash_listing(header: str, listings: tuple) -> str:
+  """sha256 of the header and of every listed file's name and bytes. Cached by the listing,
+  whose sizes and modification times change with any edit, so a file is read once per
+  process however often its dataset is opened."""
+  digest = hashlib.sha256(header.encode())
+  for listing in listings:
+    for root, rel, _, _ in listing:
+      digest.update(rel.encode("utf-8") + b"\0")
+      with open(os.path.join(root, rel), "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+          digest.update(block)
+      digest.update(b"\0")
+    digest.update(b"|")
+  return digest.hexdigest()
 
 
 def content_sha256(name: str, options: FileDataOptions) -> str:
   """sha256 of every file the dataset reads and of the options that shape it: an edited
   file gives a new hash (so it is prepared again), an unchanged one the same."""
   kind, path = parse(name)
-  digest = hashlib.sha256(json.dumps([kind, dataclasses.asdict(options)]).encode())
-  for part in (path, _test_path(kind, options)):
-    if not part:
-      continue
-    if kind == "folder":
-      folders = _class_folders(part)
-      _hash_files(part, [f for files in folders.values() for f in files], digest)
-    else:
-      _require(part, f"the {kind} file")
-      _hash_files(os.path.dirname(part), [os.path.basename(part)], digest)
-    digest.update(b"|")
-  return digest.hexdigest()
+  parts = [part for part in (path, _test_path(kind, options)) if part]
+  return _hash_listing(json.dumps([kind, dataclasses.asdict(options)]),
+                       tuple(_listing(kind, part) for part in parts))
 
 
 def _test_path(kind: str, options: FileDataOptions) -> str:
@@ -197,60 +209,81 @@ def _path_id(relpath: str) -> int:
   return int.from_bytes(digest[:8], "big") >> (64 - ID_BITS)
 
 
-def _open_image(path: str):
+def open_image(path: str, decode: bool = True):
+  """A Pillow image; ``decode`` reads the pixels now, so a truncated file fails here."""
   from PIL import Image
   image = Image.open(path)
-  image.load()  # Decodes now, so a truncated file fails here and not later.
+  if decode:
+    image.load()
   return image
+
+
+def _readable(path: str, options: FileDataOptions, skipped: list[str], decode: bool):
+  """The image at ``path``, or None (and ``path`` in ``skipped``) if it cannot be read and
+  ``skip_bad_files`` is set; otherwise an unreadable file is one FileDataError."""
+  from PIL import Image
+  try:
+    return open_image(path, decode)
+  except (OSError, ValueError, Image.DecompressionBombError) as error:
+    if not options.skip_bad_files:
+      raise FileDataError(
+          f"cannot read image {path} ({type(error).__name__}: {str(error)[:120]}). Fix or "
+          "delete it, or set config.data.skip_bad_files=True to skip unreadable files (they "
+          "are counted in the log).") from None
+    skipped.append(path)
+    return None
 
 
 def _read_images(root: str, classes: Sequence[str], options: FileDataOptions,
                  namespace: str = "") -> Split:
   """``namespace`` prefixes the relative paths that ids are hashed from: a test folder's
-  ``cat/001.jpg`` is another image than the training folder's."""
-  from PIL import Image
+  ``cat/001.jpg`` is another image than the training folder's.
+
+  Two passes: the headers (mode and size, no pixels) decide the stored channels and size,
+  then each image is decoded and converted on its own, so only the stored arrays are held."""
   folders = _class_folders(root)
   unknown = sorted(set(folders) - set(classes))
   if unknown:
     raise FileDataError(f"{root} has class folder(s) {unknown} that the training folder does "
                         f"not have (classes: {list(classes)})")
-  images, labels, ids, skipped = [], [], [], []
-  for label, name in enumerate(classes):
-    for rel in folders.get(name, ()):
-      try:
-        images.append(_open_image(os.path.join(root, rel)))
-      except (OSError, ValueError, Image.DecompressionBombError) as error:
-        if not options.skip_bad_files:
-          raise FileDataError(
-              f"cannot read image {os.path.join(root, rel)} ({type(error).__name__}: "
-              f"{str(error)[:120]}). Fix or delete it, or set config.data.skip_bad_files=True "
-              "to skip unreadable files (they are counted in the log).") from None
-        skipped.append(os.path.join(root, rel))
-        continue
-      labels.append(label)
-      ids.append(_path_id(namespace + rel))
+  entries = [(label, rel) for label, name in enumerate(classes) for rel in folders.get(name, ())]
+  headers, skipped = {}, []
+  for _, rel in entries:
+    image = _readable(os.path.join(root, rel), options, skipped, decode=False)
+    if image is not None:
+      headers[rel] = (image.mode, image.size)
   channels = options.image_channels or (
-      1 if all(image.mode in GREY_MODES for image in images) else 3)
-  size = options.image_size
-  if not size:
-    sizes = {image.size for image in images}
+      1 if all(mode in GREY_MODES for mode, _ in headers.values()) else 3)
+  size = (options.image_size, options.image_size) if options.image_size else None
+  if size is None:
+    sizes = {image_size for _, image_size in headers.values()}
     if len(sizes) > 1:
       raise FileDataError(f"the images of {root} have {len(sizes)} sizes (e.g. "
                           f"{', '.join(f'{w}x{h}' for w, h in sorted(sizes)[:3])}): set "
                           "config.data.image_size to the one size to store them at")
-  arrays = [_to_array(image, channels, size) for image in images]
+  arrays, labels, ids = [], [], []
+  for label, rel in entries:
+    image = (_readable(os.path.join(root, rel), options, skipped, decode=True)
+             if rel in headers else None)
+    if image is None:
+      continue
+    arrays.append(image_array(image, channels, size))
+    labels.append(label)
+    ids.append(_path_id(namespace + rel))
   return Split(ids=np.asarray(ids, np.int64), labels=np.asarray(labels, np.int32),
                images=np.stack(arrays) if arrays else np.zeros((0, 1, 1, channels), np.uint8),
                skipped=tuple(skipped))
 
 
-def _to_array(image, channels: int, size: int) -> np.ndarray:
+def image_array(image, channels: int, size: tuple[int, int] | None) -> np.ndarray:
+  """uint8 (H, W, channels) of a Pillow image, resized bilinearly to ``size`` = (width,
+  height) unless None: how every stored and every predicted image is made."""
   from PIL import Image
   if image.mode in ("I;16", "I", "F"):  # Wide grey: scale to 8 bits before converting.
     image = image.convert("F").point(lambda v: v / 256.0 if image.mode == "I;16" else v)
   image = image.convert("L" if channels == 1 else "RGB")
-  if size and image.size != (size, size):
-    image = image.resize((size, size), Image.Resampling.BILINEAR)
+  if size and image.size != tuple(size):
+    image = image.resize(tuple(size), Image.Resampling.BILINEAR)
   array = np.asarray(image, dtype=np.uint8)
   return array[..., None] if array.ndim == 2 else array
 
@@ -258,7 +291,8 @@ def _to_array(image, channels: int, size: int) -> np.ndarray:
 # ----------------------------------------------------------------------------- text
 
 
-def _decode(path: str) -> str:
+def read_utf8(path: str) -> str:
+  """A file's text, or one FileDataError naming the byte and line that is not UTF-8."""
   with open(path, "rb") as f:
     data = f.read()
   try:
@@ -269,11 +303,13 @@ def _decode(path: str) -> str:
                         "UTF-8 (e.g. `iconv -f latin1 -t utf-8`)") from None
 
 
-def _rows(kind: str, path: str, options: FileDataOptions) -> list[tuple[str, str, str, object]]:
-  """(where, text, label, id or None) per row, in file order."""
+def read_rows(kind: str, path: str, options: FileDataOptions, labelled: bool = True
+              ) -> list[tuple[str, str, str | None, object]]:
+  """(where, text, label, id or None) per row of a CSV or JSONL file, in file order;
+  ``labelled=False`` (texts to predict) needs no label column and gives None labels."""
   _require(path, f"the {kind} file")
-  text = _decode(path)
-  fields = (options.text_field, options.label_field) + (
+  text = read_utf8(path)
+  fields = (options.text_field,) + ((options.label_field,) if labelled else ()) + (
       (options.id_field,) if options.id_field else ())
   rows = []
   if kind == "csv":
@@ -285,7 +321,7 @@ def _rows(kind: str, path: str, options: FileDataOptions) -> list[tuple[str, str
                           f"{columns}. Set config.data.text_field / label_field / id_field.")
     for number, record in enumerate(reader, start=2):
       rows.append((f"{path} line {number}", record[options.text_field],
-                   record[options.label_field],
+                   record[options.label_field] if labelled else None,
                    record[options.id_field] if options.id_field else None))
   else:
     for number, line in enumerate(text.splitlines(), start=1):
@@ -303,17 +339,18 @@ def _rows(kind: str, path: str, options: FileDataOptions) -> list[tuple[str, str
       if missing:
         raise FileDataError(f"{where} has no field {missing[0]!r}; it has {sorted(record)}. "
                             "Set config.data.text_field / label_field / id_field.")
-      rows.append((where, record[options.text_field], record[options.label_field],
+      rows.append((where, record[options.text_field],
+                   record[options.label_field] if labelled else None,
                    record.get(options.id_field) if options.id_field else None))
   for where, text_value, label, _ in rows:
     if not isinstance(text_value, str) or not text_value.strip():
       raise FileDataError(f"{where}: the text ({options.text_field!r}) is empty; every row "
                           "needs a text")
-    if label is None or str(label).strip() == "":
+    if labelled and (label is None or str(label).strip() == ""):
       raise FileDataError(f"{where}: the label ({options.label_field!r}) is empty")
   if not rows:
     raise FileDataError(f"{path} holds no examples")
-  return [(where, t, str(label).strip(), i) for where, t, label, i in rows]
+  return [(where, t, str(label).strip() if labelled else None, i) for where, t, label, i in rows]
 
 
 def _sorted_labels(labels: Iterable[str]) -> tuple[str, ...]:
@@ -338,7 +375,7 @@ def _text_id(where: str, text: str, given) -> int:
 
 def _read_texts(kind: str, path: str, classes: Sequence[str] | None,
                 options: FileDataOptions) -> tuple[Split, tuple[str, ...]]:
-  rows = _rows(kind, path, options)
+  rows = read_rows(kind, path, options)
   names = tuple(classes) if classes is not None else _sorted_labels(r[2] for r in rows)
   index = {name: i for i, name in enumerate(names)}
   unseen = sorted({label for _, _, label, _ in rows if label not in index})
