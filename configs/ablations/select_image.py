@@ -33,25 +33,26 @@ image_config = load_module(os.path.join(_HERE, "..", "image_efficientnet.py"))
 TITLE = ("Label-budget selection: ImageNet EfficientNet-Lite0 on Fashion-MNIST "
          "(test accuracy, 10 classes)")
 NOTES = """
-- **TypiClust is ahead of random at 10 to 50 labels, significantly only at 20**:
-  - Against random: +7.9 ± 10.7 (n.s.) at 10, +8.8 ± 6.6* at 20, +3.8 ± 3.8 (n.s.) at 50.
-  - It has the best mean at 10 and 50 labels (44.4, 61.9); the stratified oracle at 20 (55.1);
-    no leader is significantly ahead of its runner-up.
-  - At 100 labels TypiClust is no better than random (-2.5, n.s.).
-  - No strategy beats the class-stratified oracle significantly in any column.
-  - The oracle itself is significant only at 20 labels (+10.1 ± 7.9*).
-- **k-center greedy is the worst choice at every budget**: -14.0 to -21.4 points vs random,
-  all significant.
-- **Max-entropy (4 rounds, logistic probe) hurts at 20 and 50 labels** (-11.5*, -9.9*). It
-  catches up at 100 (-2.2, n.s.).
+- **TypiClust is ahead of random at 10 and 20 labels, not at 50 or 100**:
+  - Against random: +10.5 ± 7.1* at 10, +8.8 ± 6.9* at 20, +1.8 ± 6.5 (n.s.) at 50,
+    -3.7 ± 6.9 (n.s.) at 100.
+  - It has the best mean at 10, 20 and 50 labels (44.8, 53.9, 60.3); the class-stratified
+    oracle at 100 (67.1). No leader is significantly ahead of its runner-up, so no strategy
+    beats the oracle significantly in any column.
+  - The oracle itself beats random at 10 and 20 labels (+7.7 ± 6.7*, +8.7 ± 7.2*), not at
+    50 or 100.
+- **k-center greedy has the worst mean at every budget**: -11.8 ± 13.0 (n.s.) at 10 labels,
+  then -15.8*, -17.3* and -20.5* points vs random at 20, 50 and 100.
+- **Max-entropy (4 rounds, logistic probe) hurts at 20 labels** (-12.4 ± 4.3*); at 10, 50
+  and 100 it is not significantly different from random (-2.8, -6.9, -3.3).
 - Caveats:
   - 2,000 candidates per seed, not the 60,000-image training split.
   - The features are the ImageNet backbone's on 32x32 upsampled grey images.
   - Max-entropy's rounds read a probe, not the fine-tuned network.
-  - One setting per cell.
-- **Time**: 42 minutes of wall time (sweep.json), part of it beside the augmentation sweep
-  and the test suite on the same 2 cores. A run takes ~15 s alone; embedding the 2,000
-  candidates takes seconds per seed, and they are cached across strategies and budgets.
+  - One setting per cell; 20 paired tests, none corrected for multiple comparisons.
+- **Time**: 100 runs in 2,776 s of wall time (sweep.json), beside the augmentation sweep on
+  the same 2 cores. Embedding the 2,000 candidates takes seconds per seed, and they are
+  cached across strategies and budgets.
 """
 BASELINE = "random"
 TUNED = ("optim.lr",)
