@@ -1,9 +1,8 @@
 """EDA-style augmentation on k-shot fortunes with all-MiniLM-L6-v2.
 
 The text task of configs/text_fortunes.py (8 categories, 32 tokens, 50 AdamW steps of batch 16
-from the class-mean head, learning rate 1e-4, the rate results/methods_text.md ran every
-method at), k in {1, 5, 10} examples per category, 5 seeds, 16 validation texts per category,
-the 1,480-text test split. The ops run inside the jitted step on the token ids
+from the class-mean head), k in {1, 5, 10} examples per category, 5 seeds, 16 validation texts
+per category, the 1,480-text test split. The ops run inside the jitted step on the token ids
 (lowres_jax/data/text_augment.py), each content token at rate 0.1 (EDA's alpha):
 
 - ``none``;
@@ -12,7 +11,10 @@ the 1,480-text test split. The ops run inside the jitted step on the token ids
 - ``mask``: tokens replaced by the tokenizer's [MASK];
 - ``eda_mask``: all four.
 
-One setting per set (no tuning); four sets to fit the 90-minute budget beside the others.
+Tune once, then test on fresh seeds: every set searches its learning rate (``SEARCH``: the
+four half-decade rates text_fortunes searches for fine-tuning, grown past an edge pick) at 5
+shots on seeds 100-101 by validation accuracy; every k then runs on seeds 0-4 at that pick.
+The augmentation rate stays at 0.1 (EDA's alpha) for every set.
 
   python -m lowres_jax.sweep --config=configs/ablations/augment_text.py \\
       --workdir=workdirs/augment_text --results=results/augment_text
@@ -21,6 +23,7 @@ One setting per set (no tuning); four sets to fit the 90-minute budget beside th
 import os
 
 from lowres_jax.config import load_module
+from lowres_jax.search import choices
 
 _HERE = os.path.dirname(os.path.abspath(__file__))
 text_config = load_module(os.path.join(_HERE, "..", "text_fortunes.py"))
@@ -54,11 +57,14 @@ SETS = {
     "mask": ("token_mask",),
     "eda_mask": ("token_delete", "token_swap", "token_insert", "token_mask"),
 }
+# The same budget for every set: four learning rates, chosen at 5 shots on seeds 100-101; an
+# edge pick grows the space by the same ratio (lowres_jax/tune_once.py).
+SEARCH = {name: {"optim.lr": choices(1e-5, 3e-5, 1e-4, 3e-4)} for name in SETS}
+TUNE = {"cell": {"data.shots": 5}, "seeds": (100, 101), "trials": 4, "extensions": 2}
 
 
 def get_config():
   config = text_config.get_config("method=finetune")
-  config.optim.lr = 1e-4
   config.keep_checkpoints = 0  # The table is what is kept.
   return config
 
