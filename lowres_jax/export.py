@@ -3,8 +3,9 @@
   python -m lowres_jax.export --workdir=workdirs/my_photos --out=exported/my_photos
 
 ``--format=torch`` writes an EfficientNet-Lite run as a safetensors state dict in the names of
-PyPI ``efficientnet-lite-pytorch`` (``export_torch``). ``--format=stablehlo`` (the default)
-writes, into ``--out``:
+PyPI ``efficientnet-lite-pytorch`` (``export_torch``); ``--format=hf`` a BERT-encoder run as a
+sentence-transformers directory plus its classification head (``export_hf``).
+``--format=stablehlo`` (the default) writes, into ``--out``:
 
 - ``model.jax_export``: ``jax.export`` of the whole inference function, from the raw inputs
   the training data were stored as (uint8 NHWC images of the run's stored size; or int32
@@ -120,10 +121,10 @@ def export_torch(workdir: str, out: str, command: str = "") -> dict:
   from lowres_jax.predict import Predictor
   predictor = Predictor.load(workdir)
   plan = predictor.plan
-  if plan.model_name != "efficientnet_lite" or plan.adapt.lora:
+  if plan.model_name != "efficientnet_lite" or plan.adapt.uses("lora"):
     raise ExportError(f"--format=torch writes EfficientNet-Lite runs without LoRA adapters; "
                       f"{workdir} is a {plan.model_name!r} run"
-                      f"{' with LoRA' if plan.adapt.lora else ''}: use --format=stablehlo")
+                      f"{' with LoRA' if plan.adapt.uses('lora') else ''}: use --format=stablehlo")
   flat = {"/".join(k): np.asarray(v) for k, v in
           traverse_util.flatten_dict(predictor.variables).items()}
   storage.ensure_directory(out, flag="--out")
@@ -136,6 +137,75 @@ def export_torch(workdir: str, out: str, command: str = "") -> dict:
             "load": f"EfficientNet.from_name('efficientnet-lite0', image_size={image_size}, "
                     f"num_classes={len(predictor.class_names)}).load_state_dict(...)"}
   storage.write_json(os.path.join(out, "labels.json"), labels, indent=1)
+  storage.write_text(os.path.join(out, "MODEL_CARD.md"),
+                     model_card(predictor, workdir, out, command))
+  return labels
+
+
+HF_HEAD_FILE = "head.safetensors"
+
+
+def export_hf(workdir: str, out: str, command: str = "") -> dict:
+  """A BERT-encoder run as a sentence-transformers directory: ``config.json`` and
+  ``model.safetensors`` in ``BertModel`` names (LoRA adapters merged into the kernels), the
+  run's ``tokenizer.json`` with a ``tokenizer_config.json``, ``modules.json`` with the run's
+  pooling (``1_Pooling``) and, when it normalises, ``2_Normalize``; the classification head
+  as ``head.safetensors`` (``weight`` (classes, hidden), ``bias``: logits = embedding @
+  weight.T + bias), labels.json and MODEL_CARD.md.
+
+  ``SentenceTransformer(out).encode(texts)`` gives the embeddings the head reads."""
+  from flax import traverse_util
+  from safetensors.numpy import save_file
+  from lowres_jax import storage
+  from lowres_jax.data import text_sources
+  from lowres_jax.models import bert_convert, lora as lora_lib
+  from lowres_jax.predict import Predictor
+  from lowres_jax.train.adapt import lora as lora_method
+  predictor = Predictor.load(workdir)
+  plan = predictor.plan
+  if plan.model_name != "bert":
+    raise ExportError(f"--format=hf writes BERT-encoder runs; {workdir} is a "
+                      f"{plan.model_name!r} run: use --format=stablehlo")
+  params = predictor.variables["params"]
+  if plan.adapt.uses("lora"):
+    params = lora_lib.merge(params, lora_method.lora_spec(plan.adapt).scale)
+  flat = {"/".join(k): np.asarray(v, np.float32)
+          for k, v in traverse_util.flatten_dict(params).items()}
+  head = {k: v for k, v in flat.items() if k.startswith("head/")}
+  tensors = bert_convert.to_hf_bert({k: v for k, v in flat.items() if not k.startswith("head/")})
+  kwargs = dict(plan.model_kwargs)
+  hidden = int(head["head/kernel"].shape[0])
+  pool = kwargs.get("pool", "mean")
+  storage.ensure_directory(out, flag="--out")
+  save_file(tensors, os.path.join(out, "model.safetensors"))
+  save_file({"weight": np.ascontiguousarray(head["head/kernel"].T), "bias": head["head/bias"]},
+            os.path.join(out, HF_HEAD_FILE))
+  write = lambda name, record: storage.write_json(os.path.join(out, name), record, indent=1)
+  write("config.json", bert_convert.hf_config_from_model_kwargs(kwargs))
+  storage.write_text(os.path.join(out, "tokenizer.json"),
+                     text_sources.get_tokenizer(plan.tokenizer).json_text)
+  write("tokenizer_config.json", {"tokenizer_class": "BertTokenizer",
+                                  "model_max_length": plan.max_length})
+  write("sentence_bert_config.json", {"max_seq_length": plan.max_length,
+                                      "do_lower_case": False})
+  modules = [("", "sentence_transformers.models.Transformer"),
+             ("1_Pooling", "sentence_transformers.models.Pooling")]
+  if kwargs.get("normalize", False):
+    modules.append(("2_Normalize", "sentence_transformers.models.Normalize"))
+  write("modules.json", [{"idx": i, "name": str(i), "path": path, "type": kind}
+                         for i, (path, kind) in enumerate(modules)])
+  storage.ensure_directory(os.path.join(out, "1_Pooling"))
+  write(os.path.join("1_Pooling", "config.json"), {
+      "word_embedding_dimension": hidden, "pooling_mode_cls_token": pool == "cls",
+      "pooling_mode_mean_tokens": pool == "mean", "pooling_mode_max_tokens": False,
+      "pooling_mode_mean_sqrt_len_tokens": False})
+  if kwargs.get("normalize", False):
+    storage.ensure_directory(os.path.join(out, "2_Normalize"))
+  labels = {"classes": list(predictor.class_names),
+            "inputs": [{"name": "text", "max_length": plan.max_length}],
+            "output": f"embedding ({hidden},) from SentenceTransformer.encode; logits = "
+                      f"embedding @ {HF_HEAD_FILE}['weight'].T + {HF_HEAD_FILE}['bias']"}
+  write("labels.json", labels)
   storage.write_text(os.path.join(out, "MODEL_CARD.md"),
                      model_card(predictor, workdir, out, command))
   return labels
@@ -174,7 +244,7 @@ def main(argv) -> None:
     raise ExportError("--workdir and --out are both needed")
   command = (f"python -m lowres_jax.export --workdir={FLAGS.workdir} --out={FLAGS.out} "
              f"--format={FLAGS.format}")
-  write = export_stablehlo if FLAGS.format == "stablehlo" else export_torch
+  write = {"stablehlo": export_stablehlo, "torch": export_torch, "hf": export_hf}[FLAGS.format]
   labels = write(FLAGS.workdir, FLAGS.out, command)
   print(f"exported {len(labels['classes'])}-class model to {FLAGS.out} ({FLAGS.format})")
 
@@ -182,7 +252,7 @@ def main(argv) -> None:
 def _define_flags() -> None:
   flags.DEFINE_string("workdir", None, "A finished run's --workdir.")
   flags.DEFINE_string("out", None, "Folder to write the exported model into.")
-  flags.DEFINE_enum("format", "stablehlo", ["stablehlo", "torch"], "What to export.")
+  flags.DEFINE_enum("format", "stablehlo", ["stablehlo", "torch", "hf"], "What to export.")
 
 
 if __name__ == "__main__":

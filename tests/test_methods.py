@@ -1,4 +1,4 @@
-"""Adaptation methods (train/methods.py, train/regularizers.py, models/lora.py), each against a
+"""Adaptation methods (train/adapt/, models/lora.py), each against a
 hand computation or the plain trainer it must reduce to."""
 
 import re
@@ -14,7 +14,8 @@ from lowres_jax import parallel
 from lowres_jax.config import ConfigError
 from lowres_jax.data import augment
 from lowres_jax.models import build_model, lora as lora_lib
-from lowres_jax.train import hparams as hparams_lib, loop, methods, optim, regularizers
+from lowres_jax.train import adapt as adapt_lib, hparams as hparams_lib, loop, optim
+from lowres_jax.train.adapt import bss, delta, l2sp, sam, wise_ft
 from lowres_jax.train import step as step_lib
 from lowres_jax.train.compiled import CompileCache
 from lowres_jax.train.plan import read_plan
@@ -29,7 +30,7 @@ ANCHORED = {"body": {"kernel": True, "bias": True}, "head": {"kernel": False, "b
 
 def test_l2_sp_value_and_gradient_by_hand():
   alpha, beta = 0.3, 0.1
-  value, grads = jax.value_and_grad(regularizers.l2_sp)(TREE, ANCHOR, ANCHORED, alpha, beta)
+  value, grads = jax.value_and_grad(l2sp.l2_sp)(TREE, ANCHOR, ANCHORED, alpha, beta)
   # Body: differences 1, 0, -0.5, 2 and 0.5, -1 -> squares sum 1 + 0.25 + 4 + 0.25 + 1 = 6.5.
   # Head (plain L2): 4 + 1 + 0.0625 = 5.0625.
   np.testing.assert_allclose(value, 0.5 * alpha * 6.5 + 0.5 * beta * 5.0625, rtol=1e-6)
@@ -43,11 +44,11 @@ def test_l2_sp_value_and_gradient_by_hand():
 def test_delta_feature_distance_value_and_gradient_by_hand():
   features = jnp.array([[1.0, 2.0], [3.0, -1.0]])
   anchor = jnp.array([[0.0, 2.0], [1.0, 1.0]])
-  value, grad = jax.value_and_grad(regularizers.feature_distance)(features, anchor)
+  value, grad = jax.value_and_grad(delta.feature_distance)(features, anchor)
   np.testing.assert_allclose(value, 0.5 * (1 + 0 + 4 + 4) / 2, rtol=1e-6)
   np.testing.assert_allclose(grad, (features - anchor) / 2, rtol=1e-6)
   # The pretrained model's features are a constant: no gradient flows into them.
-  np.testing.assert_array_equal(jax.grad(regularizers.feature_distance, argnums=1)(features,
+  np.testing.assert_array_equal(jax.grad(delta.feature_distance, argnums=1)(features,
                                                                                   anchor), 0.0)
 
 
@@ -55,14 +56,14 @@ def test_delta_feature_distance_value_and_gradient_by_hand():
 def test_bss_is_the_smallest_squared_singular_values_with_their_gradient(shape):
   features = jnp.asarray(np.random.default_rng(0).standard_normal(shape), jnp.float32)
   k = 2
-  value, grad = jax.value_and_grad(regularizers.smallest_singular_values_squared)(features, k)
+  value, grad = jax.value_and_grad(bss.smallest_singular_values_squared)(features, k)
   u, s, vt = np.linalg.svd(np.asarray(features, np.float64), full_matrices=False)
   np.testing.assert_allclose(value, np.sum(s[-k:] ** 2), rtol=1e-5)
   # d sigma_i^2 / dF = 2 sigma_i u_i v_i^T.
   expected = sum(2 * s[i] * np.outer(u[:, i], vt[i]) for i in range(len(s) - k, len(s)))
   np.testing.assert_allclose(grad, expected, rtol=1e-4, atol=1e-5)
   with pytest.raises(ValueError, match="only 3"):
-    regularizers.smallest_singular_values_squared(features, 4)
+    bss.smallest_singular_values_squared(features, 4)
 
 
 def test_sam_update_equals_the_hand_computed_two_step_update_on_a_quadratic():
@@ -71,7 +72,7 @@ def test_sam_update_equals_the_hand_computed_two_step_update_on_a_quadratic():
   w = jnp.array([1.0, -2.0])
   rho, lr = 0.1, 0.2
   grad_fn = jax.value_and_grad(lambda p: (loss(p), None), has_aux=True)
-  (value, _), sharp = methods.sam_gradients(grad_fn, w, rho, True)
+  (value, _), sharp = sam.sam_gradients(grad_fn, w, rho, True)
   g = a * w                                  # [2, -1]
   perturbed = w + rho * g / np.linalg.norm(g)
   np.testing.assert_allclose(value, loss(w), rtol=1e-6)
@@ -79,21 +80,21 @@ def test_sam_update_equals_the_hand_computed_two_step_update_on_a_quadratic():
   np.testing.assert_allclose(w - lr * sharp, w - lr * a * perturbed, rtol=1e-6)
   # Frozen parameters are not perturbed: their coordinate of the ascent step is zero.
   tree_fn = jax.value_and_grad(lambda p: (loss(jnp.stack([p["x"], p["y"]])), None), has_aux=True)
-  _, sharp_tree = methods.sam_gradients(tree_fn, {"x": w[0], "y": w[1]}, rho,
+  _, sharp_tree = sam.sam_gradients(tree_fn, {"x": w[0], "y": w[1]}, rho,
                                         {"x": True, "y": False})
   np.testing.assert_allclose(sharp_tree["y"], a[1] * w[1], rtol=1e-6)
   np.testing.assert_allclose(sharp_tree["x"], a[0] * (w[0] + rho), rtol=1e-6)
 
 
 def test_ema_update_and_wise_ft_mixture_by_hand():
-  spec = methods.AdaptSpec(methods=("ema", "wise_ft"), fresh="^head/", wise_ft=(0.25,))
+  spec = adapt_lib.make_spec(methods=("ema", "wise_ft"), fresh="^head/", wise_ft=(0.25,))
   params = {"body": {"w": jnp.array([[4.0]])}, "head": {"w": jnp.array([[2.0]])}}
-  extra = methods.initial_extra(spec, jax.tree.map(jnp.zeros_like, params))
-  extra = methods.update_extra(spec, extra, params, {"ema_decay": jnp.float32(0.9)})
+  extra = adapt_lib.initial_extra(spec, jax.tree.map(jnp.zeros_like, params))
+  extra = adapt_lib.update_extra(spec, extra, params, {"ema_decay": jnp.float32(0.9)})
   np.testing.assert_allclose(extra["ema"]["body"]["w"], 0.4, rtol=1e-6)
   stacked = {"params": jax.tree.map(lambda x: x[None], params)}
   anchor = {"params": {"body": {"w": jnp.array([[0.0]])}, "head": {"w": jnp.array([[7.0]])}}}
-  variants = methods.eval_variants(spec, stacked, jax.tree.map(lambda x: x[None], extra), anchor)
+  variants = adapt_lib.eval_variants(spec, stacked, jax.tree.map(lambda x: x[None], extra), anchor)
   assert sorted(variants) == ["ema", "wise_ft_0.25"]
   mixed = variants["wise_ft_0.25"]["params"]
   np.testing.assert_allclose(mixed["body"]["w"], [[[1.0]]])   # 0.25 * 4 + 0.75 * 0.
@@ -101,14 +102,14 @@ def test_ema_update_and_wise_ft_mixture_by_hand():
 
 
 def test_wise_ft_mixes_batch_statistics_and_scales_lora_deltas():
-  spec = methods.AdaptSpec(methods=("wise_ft", "lora"), fresh="^head/", wise_ft=(0.25,))
+  spec = adapt_lib.make_spec(methods=("wise_ft", "lora"), fresh="^head/", wise_ft=(0.25,))
   params = {"dense": {"kernel": jnp.array([[4.0]]), "lora_a": jnp.array([[2.0]]),
                       "lora_b": jnp.array([[3.0]])}}
   stats = {"bn": {"mean": jnp.array([8.0]), "var": jnp.array([4.0])}}
   stacked = jax.tree.map(lambda x: x[None], {"params": params, "batch_stats": stats})
   anchor = {"params": {"dense": {"kernel": jnp.array([[0.0]])}},
             "batch_stats": {"bn": {"mean": jnp.array([0.0]), "var": jnp.array([1.0])}}}
-  mixed = methods.wise_ft_mixture(spec, stacked, anchor, 0.25)
+  mixed = wise_ft.wise_ft_mixture(spec, stacked, anchor, 0.25)
   np.testing.assert_allclose(mixed["params"]["dense"]["kernel"], [[[1.0]]])  # 0.25 * 4.
   np.testing.assert_allclose(mixed["params"]["dense"]["lora_a"], [[[2.0]]])
   np.testing.assert_allclose(mixed["params"]["dense"]["lora_b"], [[[0.75]]])  # 0.25 * 3.
@@ -136,9 +137,9 @@ def test_layer_wise_decay_assigns_decay_to_the_power_of_depth(name):
     model = build_model("vit", 3, patch_size=4, hidden=16, depth=2, num_heads=2, mlp_dim=32)
     batch = {"image": np.zeros((2, 8, 8, 1), np.uint8)}
   params = model.init(jax.random.PRNGKey(0), batch)["params"]
-  spec = methods.AdaptSpec(methods=("llrd",), model_name=name)
+  spec = adapt_lib.make_spec(methods=("llrd",), model_name=name)
   decay = 0.5
-  got = methods.update_multipliers(spec, {"layer_decay": jnp.float32(decay)}, params,
+  got = adapt_lib.update_multipliers(spec, {"layer_decay": jnp.float32(decay)}, params,
                                    jnp.int32(0), 10)
   bottom = "embeddings/" if name == "bert" else "(embedding/|pos_embedding$|cls$)"
   block = "layer_" if name == "bert" else "block_"
@@ -196,7 +197,7 @@ def _train(adapt, freeze, steps, model=None, hparam_values=None, keep_losses=Non
   tx = optim.build_optimizer(spec.optim, hparams_lib.placeholder(), params)
   state = TrainState(step=jnp.zeros((), jnp.int32), params=params, model_state=model_state,
                      opt_state=tx.init(params), rng=jax.random.PRNGKey(1),
-                     extra=methods.initial_extra(adapt, params))
+                     extra=adapt_lib.initial_extra(adapt, params))
   hparams = {name: jnp.float32(hparams_lib.DEFAULTS.get(key, 0.0))
              for name, key in hparams_lib.TRACED.items()}
   hparams.update({"lr": jnp.float32(0.1), "weight_decay": jnp.float32(1e-3),
@@ -212,22 +213,22 @@ def _train(adapt, freeze, steps, model=None, hparam_values=None, keep_losses=Non
 
 def test_lp_ft_first_phase_equals_a_linear_probe_then_tunes_everything():
   steps = 6  # The schedule spans 12 steps; LP-FT probes for half of them.
-  initial, lpft = _train(methods.AdaptSpec(methods=("lpft",)), "", steps,
+  initial, lpft = _train(adapt_lib.make_spec(methods=("lpft",)), "", steps,
                          hparam_values={"lpft_probe": 0.5})
-  _, probe = _train(methods.AdaptSpec(), "^(?!head/)", steps)
+  _, probe = _train(adapt_lib.make_spec(), "^(?!head/)", steps)
   for a, b in zip(jax.tree.leaves(lpft.params), jax.tree.leaves(probe.params)):
     np.testing.assert_allclose(a, b, rtol=1e-6, atol=1e-7)
   for path, value in traverse_util.flatten_dict(lpft.params).items():
     if path[0] != "head":  # Bit-identical: not one update reached the backbone.
       np.testing.assert_array_equal(value, traverse_util.flatten_dict(
           initial)[path])
-  _, tuned = _train(methods.AdaptSpec(methods=("lpft",)), "", steps,
+  _, tuned = _train(adapt_lib.make_spec(methods=("lpft",)), "", steps,
                     hparam_values={"lpft_probe": 0.25})
   assert not np.array_equal(tuned.params["conv0_a"]["kernel"], initial["conv0_a"]["kernel"])
 
 
 def test_bitfit_keeps_every_non_bias_weight_bit_identical():
-  initial, state = _train(methods.AdaptSpec(), methods.BITFIT_FREEZE, 4)
+  initial, state = _train(adapt_lib.make_spec(), adapt_lib.BITFIT_FREEZE, 4)
   flat = traverse_util.flatten_dict
   for path, value in flat(state.params).items():
     if path[0] == "head" or path[-1] == "bias":
@@ -237,8 +238,8 @@ def test_bitfit_keeps_every_non_bias_weight_bit_identical():
 
 
 def test_every_method_composes_in_one_step_and_strengths_are_traced():
-  adapt = methods.AdaptSpec(methods=("l2sp", "delta", "bss", "sam", "ema", "llrd"),
-                            fresh="^head/", model_name="cnn")
+  adapt = adapt_lib.make_spec(methods=("l2sp", "delta", "bss", "sam", "ema", "llrd"),
+                               fresh="^head/", model_name="cnn")
   _, weak = _train(adapt, "", 3, hparam_values={"l2sp": 0.0, "delta": 0.0, "bss": 0.0})
   _, strong = _train(adapt, "", 3, hparam_values={"l2sp": 10.0, "delta": 1.0, "bss": 1.0})
   assert np.isfinite(jax.tree.leaves(strong.params)[0]).all()
@@ -248,9 +249,9 @@ def test_every_method_composes_in_one_step_and_strengths_are_traced():
 
 def test_lr_groups_scale_each_parameter_by_its_first_matching_group():
   params = {"conv0": {"kernel": 1.0, "bias": 1.0}, "dense": {"kernel": 1.0}, "head": {"bias": 1.0}}
-  spec = methods.AdaptSpec(lr_groups=(r"/bias$", r"^conv0/", r"^head/"))
+  spec = adapt_lib.make_spec(lr_groups=(r"/bias$", r"^conv0/", r"^head/"))
   hparams = {hparams_lib.GROUP_SCALES: jnp.array([0.5, 0.1, 3.0])}
-  got = traverse_util.flatten_dict(methods.update_multipliers(spec, hparams, params, 0, 10),
+  got = traverse_util.flatten_dict(adapt_lib.update_multipliers(spec, hparams, params, 0, 10),
                                    sep="/")
   # conv0/bias matches the bias group first; dense matches none.
   assert {k: float(v) for k, v in got.items()} == pytest.approx(
@@ -258,7 +259,7 @@ def test_lr_groups_scale_each_parameter_by_its_first_matching_group():
 
 
 def test_a_group_with_multiplier_zero_stays_bit_identical_and_the_others_train():
-  adapt = methods.AdaptSpec(lr_groups=(r"^conv0_a/",))
+  adapt = adapt_lib.make_spec(lr_groups=(r"^conv0_a/",))
   initial, after = _train(adapt, "", 3,
                           hparam_values={hparams_lib.GROUP_SCALES: np.float32([0.0])})
   np.testing.assert_array_equal(after.params["conv0_a"]["kernel"], initial["conv0_a"]["kernel"])
@@ -313,6 +314,9 @@ def test_wise_ft_and_ema_runs_report_the_variant_chosen_on_validation(data_dir, 
     ({"methods": ("sam",), "sam_radius": 0.1}, "unknown key"),
     ({"methods": ("llrd",)}, None),
     ({"methods": ("lora",), "lora_rank": 0}, "rank must be >= 1"),
+    ({"methods": ("mixout",)}, "init.kind = 'scratch' has none"),
+    ({"methods": ("mixout",), "mixout": 1.0}, "must be in \\[0.0, 1.0\\)"),
+    ({"methods": ("sam",), "mixout": 0.2}, "does not select \\['mixout'\\]"),
 ])
 def test_adapt_config_errors_name_the_problem(data_dir, tmp_path, adapt, message):
   config = tiny_config(data_dir, str(tmp_path / "cache"))
@@ -418,12 +422,12 @@ def test_delta_compares_in_the_same_forward_mode_so_it_starts_at_zero():
                       dropout=0.3)
   losses = []
   for strength in (0.0, 100.0):
-    _, state = _train(methods.AdaptSpec(methods=("delta",), fresh="^head/"), "", 1, model=model,
+    _, state = _train(adapt_lib.make_spec(methods=("delta",), fresh="^head/"), "", 1, model=model,
                       hparam_values={"delta": strength}, keep_losses=losses)
   assert losses[0] == losses[1]
   bn = build_model("cnn", 2, width=4, depth=1, hidden=8, batch_norm=True)
   losses = []
   for strength in (0.0, 100.0):
-    _train(methods.AdaptSpec(methods=("delta",), fresh="^head/"), "", 1, model=bn,
+    _train(adapt_lib.make_spec(methods=("delta",), fresh="^head/"), "", 1, model=bn,
            hparam_values={"delta": strength}, keep_losses=losses)
   assert losses[0] == losses[1]

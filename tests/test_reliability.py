@@ -283,7 +283,7 @@ def test_pending_summaries_are_promoted_only_for_a_whole_group(tmp_path):
 
 def test_a_workdir_saved_before_config_adapt_existed_is_the_same_run(tmp_path):
   import ml_collections
-  from lowres_jax.train.methods import config_defaults
+  from lowres_jax.train.adapt import config_defaults
   config = ml_collections.ConfigDict({"seed": 0, "adapt": config_defaults(),
                                       "eval": {"every": 5, "probes": ()},
                                       "source": {"seed": 1, "adapt": config_defaults()}})

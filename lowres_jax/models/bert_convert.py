@@ -22,6 +22,7 @@ and is useful as an initialisation only, not to reproduce HF's logits.
 
 from __future__ import annotations
 
+import dataclasses
 import re
 from typing import Any, Callable, Mapping
 
@@ -47,35 +48,63 @@ def _same(w):
   return np.asarray(w)
 
 
+# (HF module name, our module path, kind); "{i}" is a layer index. The one table both directions
+# read: loading (``convert_hf_bert``) and exporting (``to_hf_bert``).
+_LAYER = [("attention.self.query", "attention/query", "dense"),
+          ("attention.self.key", "attention/key", "dense"),
+          ("attention.self.value", "attention/value", "dense"),
+          ("attention.output.dense", "attention/out", "dense"),
+          ("intermediate.dense", "mlp_in", "dense"),
+          ("output.dense", "mlp_out", "dense"),
+          ("attention.output.LayerNorm", "attention_norm", "norm"),
+          ("output.LayerNorm", "mlp_norm", "norm")]
+_MODULES = [("embeddings.word_embeddings", "embeddings/word", "embedding"),
+            ("embeddings.position_embeddings", "embeddings/position", "embedding"),
+            ("embeddings.token_type_embeddings", "embeddings/type", "embedding"),
+            ("embeddings.LayerNorm", "embeddings/norm", "norm"),
+            *((f"encoder.layer.{{i}}.{hf}", f"layer_{{i}}/{ours}", kind)
+              for hf, ours, kind in _LAYER),
+            ("classifier", "head", "dense")]
+# kind -> [(HF leaf names, read first is written, our leaf, torch -> flax layout)].
+_LEAVES = {"dense": [(("weight",), "kernel", _linear), (("bias",), "bias", _same)],
+           "norm": [(("weight", "gamma"), "scale", _same), (("bias", "beta"), "bias", _same)],
+           "embedding": [(("weight",), "embedding", _same)]}
+
+
 def _hf_rules() -> list[tuple[re.Pattern, str, Callable]]:
   """(source-name pattern, flax path template, layout conversion) for HF BERT names."""
-  rules: list[tuple[str, str, Callable]] = []
-  norm_leaves = {"weight": "scale", "gamma": "scale", "bias": "bias", "beta": "bias"}
+  rules = []
+  for hf, ours, kind in _MODULES:
+    source = re.escape(hf).replace(re.escape("{i}"), r"(\d+)")
+    target = ours.replace("{i}", r"\1")
+    for hf_leaves, our_leaf, convert in _LEAVES[kind]:
+      for hf_leaf in hf_leaves:
+        rules.append((re.compile(rf"{source}\.{hf_leaf}"), f"{target}/{our_leaf}", convert))
+  return rules
 
-  def add_dense(src: str, dst: str):
-    rules.append((src + r"\.weight", dst + "/kernel", _linear))
-    rules.append((src + r"\.bias", dst + "/bias", _same))
 
-  def add_norm(src: str, dst: str):
-    for leaf, ours in norm_leaves.items():
-      rules.append((src + r"\." + leaf, f"{dst}/{ours}", _same))
-
-  for src, dst in {"word_embeddings": "word", "position_embeddings": "position",
-                   "token_type_embeddings": "type"}.items():
-    rules.append((rf"embeddings\.{src}\.weight", f"embeddings/{dst}/embedding", _same))
-  add_norm(r"embeddings\.LayerNorm", "embeddings/norm")
-  layer = r"encoder\.layer\.(\d+)\."
-  for src, dst in {"attention.self.query": "attention/query",
-                   "attention.self.key": "attention/key",
-                   "attention.self.value": "attention/value",
-                   "attention.output.dense": "attention/out",
-                   "intermediate.dense": "mlp_in",
-                   "output.dense": "mlp_out"}.items():
-    add_dense(layer + re.escape(src), rf"layer_\1/{dst}")
-  add_norm(layer + r"attention\.output\.LayerNorm", r"layer_\1/attention_norm")
-  add_norm(layer + r"output\.LayerNorm", r"layer_\1/mlp_norm")
-  add_dense("classifier", "head")
-  return [(re.compile(pattern), dst, fn) for pattern, dst, fn in rules]
+def to_hf_bert(params: Mapping[str, Any]) -> dict[str, np.ndarray]:
+  """The inverse of ``convert_hf_bert``: flat '/'-joined flax paths of ``params`` (without the
+  ``params/`` prefix) to ``BertModel`` names in torch layouts (the head as ``classifier.*``).
+  Raises ValueError for a parameter with no BERT name (a LoRA adapter: merge it first)."""
+  out = {}
+  for path, value in params.items():
+    for hf, ours, kind in _MODULES:
+      pattern = re.escape(ours).replace(re.escape("{i}"), r"(\d+)")
+      for hf_leaves, our_leaf, convert in _LEAVES[kind]:
+        match = re.fullmatch(rf"{pattern}/{our_leaf}", path)
+        if match:
+          name = hf.replace("{i}", match.group(1)) if match.groups() else hf
+          array = np.asarray(value)
+          # Every conversion here is its own inverse (a transpose, or the identity).
+          out[f"{name}.{hf_leaves[0]}"] = np.ascontiguousarray(convert(array))
+          break
+      else:
+        continue
+      break
+    else:
+      raise ValueError(f"parameter {path!r} has no BERT name (merge LoRA adapters first)")
+  return dict(sorted(out.items()))
 
 
 _HF_RULES = _hf_rules()
@@ -113,6 +142,26 @@ def _strip(name: str) -> str:
   return name[len("bert."):] if name.startswith("bert.") else name
 
 
+# Hugging Face config.json key -> BertEncoder field.
+_CONFIG_FIELDS = {"vocab_size": "vocab_size", "hidden_size": "hidden", "num_hidden_layers": "depth",
+                  "num_attention_heads": "num_heads", "intermediate_size": "mlp_dim",
+                  "max_position_embeddings": "max_positions", "type_vocab_size": "type_vocab_size",
+                  "layer_norm_eps": "layer_norm_eps", "hidden_dropout_prob": "dropout"}
+
+
+def hf_config_from_model_kwargs(kwargs: Mapping[str, Any]) -> dict[str, Any]:
+  """A ``BertModel`` config.json for a ``BertEncoder`` built with ``kwargs`` (the inverse of
+  ``model_kwargs_from_hf_config``; fields left out take BertEncoder's defaults)."""
+  from lowres_jax.models.bert import BertEncoder
+  fields = {f.name: f.default for f in dataclasses.fields(BertEncoder)
+            if f.name in _CONFIG_FIELDS.values()}
+  fields.update({k: v for k, v in kwargs.items() if k in fields})
+  config = {theirs: fields[ours] for theirs, ours in _CONFIG_FIELDS.items()}
+  return {"architectures": ["BertModel"], "model_type": "bert", "hidden_act": "gelu",
+          "position_embedding_type": "absolute", "attention_probs_dropout_prob": 0.0,
+          "pad_token_id": 0, **config}
+
+
 def model_kwargs_from_hf_config(config: Mapping[str, Any]) -> dict[str, Any]:
   """``BertEncoder`` fields from a Hugging Face BERT ``config.json`` (as a dict).
 
@@ -134,11 +183,7 @@ def model_kwargs_from_hf_config(config: Mapping[str, Any]) -> dict[str, Any]:
   if positions != "absolute":
     raise ValueError(f"config.json has position_embedding_type {positions!r}; BertEncoder "
                      "has absolute position embeddings only")
-  fields = {"vocab_size": "vocab_size", "hidden_size": "hidden", "num_hidden_layers": "depth",
-            "num_attention_heads": "num_heads", "intermediate_size": "mlp_dim",
-            "max_position_embeddings": "max_positions", "type_vocab_size": "type_vocab_size",
-            "layer_norm_eps": "layer_norm_eps", "hidden_dropout_prob": "dropout"}
-  kwargs = {ours: config[theirs] for theirs, ours in fields.items() if theirs in config}
+  kwargs = {ours: config[theirs] for theirs, ours in _CONFIG_FIELDS.items() if theirs in config}
   for name in ("vocab_size", "hidden", "depth", "num_heads", "mlp_dim", "max_positions",
                "type_vocab_size"):
     if name in kwargs:

@@ -19,7 +19,7 @@ from lowres_jax.compress import distill
 from lowres_jax.data import sources
 from lowres_jax.eval import imbalance
 from lowres_jax.train import features as features_lib
-from lowres_jax.train import methods
+from lowres_jax.train import adapt as adapt_lib
 from lowres_jax.train import probes as probes_lib
 from lowres_jax.train.evaluate import Evaluator, split_metrics
 from lowres_jax.train.plan import RunPlan
@@ -45,7 +45,7 @@ def final_metrics(plan: RunPlan, evaluator: Evaluator, state: TrainState, task,
       metrics.update(distill.agreement_metrics(test_logits[i], teacher_logits, "test"))
   for i, probed in enumerate(probe_metrics(plan, evaluator, state.variables(), task)):
     final[i].update(probed)
-  variants = methods.eval_variants(plan.adapt, state.variables(), state.extra, anchor)
+  variants = adapt_lib.eval_variants(plan.adapt, state.variables(), state.extra, anchor)
   if not variants:
     return final, test_logits
   candidates = {"final": final, **{name: evaluate(plan, evaluator, variables, task)

@@ -2,28 +2,26 @@
 
 Which keys exist is static (it shapes the compiled program); their values are traced, so runs
 that differ only in them share one compiled step and can train stacked under ``jax.vmap``.
-Grouping (``RunPlan.static_part``) and the step's ``hparams`` dict derive from this table. A
-method that reads a new hyperparameter adds one line here (and the key to the configs).
+Grouping (``RunPlan.static_part``) and the step's ``hparams`` dict derive from this table. The
+adaptation methods' keys come from their own declarations (train/adapt/); every other feature
+that reads a new hyperparameter adds one line here (and the key to the configs).
 """
 
 from __future__ import annotations
 
 import numpy as np
 
+from lowres_jax.train import adapt
+from lowres_jax.train.adapt.base import GROUP_SCALES
+
 # name in the step's ``hparams`` dict -> dotted config key it is read from.
 TRACED: dict[str, str] = {
     "lr": "optim.lr",
     "weight_decay": "optim.weight_decay",
     "label_smoothing": "train.label_smoothing",
-    # Adaptation methods (train/methods.py); a config without ``adapt`` gets the defaults.
-    "l2sp": "adapt.l2sp",              # L2-SP: pull of the loaded weights toward pretrained.
-    "l2sp_head": "adapt.l2sp_head",    # L2-SP: plain L2 on the new (head) weights.
-    "delta": "adapt.delta",            # DELTA: feature distance to the pretrained model.
-    "bss": "adapt.bss",                # BSS: smallest singular values of the features.
-    "sam_rho": "adapt.sam_rho",        # SAM: radius of the ascent step.
-    "ema_decay": "adapt.ema_decay",    # EMA of the weights.
-    "layer_decay": "adapt.layer_decay",  # LLRD: multiplier per layer below the top.
-    "lpft_probe": "adapt.lpft_probe",  # LP-FT: fraction of the steps spent probing.
+    # Adaptation methods (train/adapt/): each key under its own name in the step's hparams;
+    # a config without ``adapt`` gets the defaults.
+    **{key: f"adapt.{key}" for key in adapt.traced_defaults()},
     # Distillation (compress/distill.py).
     "distill_kl": "distill.kl",                    # Weight of T^2 KL(teacher || student).
     "distill_temperature": "distill.temperature",  # T.
@@ -46,9 +44,7 @@ TRACED: dict[str, str] = {
 }
 # Values of the keys above that a config may leave out.
 DEFAULTS: dict[str, float] = {
-    "adapt.l2sp": 0.01, "adapt.l2sp_head": 0.0, "adapt.delta": 0.01, "adapt.bss": 0.001,
-    "adapt.sam_rho": 0.05, "adapt.ema_decay": 0.99, "adapt.layer_decay": 0.75,
-    "adapt.lpft_probe": 0.5,
+    **{f"adapt.{key}": value for key, value in adapt.traced_defaults().items()},
     "distill.kl": 1.0, "distill.temperature": 1.0, "distill.hard": 0.0, "distill.labelled": 1.0,
     "distill.mixup": 0.0,
     "augment.magnitude": 0.5, "augment.crop_scale": 0.35, "augment.mixup": 0.2,
@@ -57,10 +53,6 @@ DEFAULTS: dict[str, float] = {
     "train.cb_beta": 0.999, "train.la_tau": 1.0, "train.focal_gamma": 2.0,
 }
 
-
-# Per-run vector beside the scalars: the multipliers of ``config.adapt.lr_groups`` (one per regex;
-# the regexes are static). Present only in runs that set groups.
-GROUP_SCALES = "lr_group_scales"
 
 
 def group_defaults(group: str) -> dict[str, float]:

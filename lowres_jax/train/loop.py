@@ -27,9 +27,9 @@ from lowres_jax.compress import quantize as quantize_lib, teachers as teachers_l
 from lowres_jax.config import ConfigError, config_hash, duration_to_steps
 from lowres_jax.data import augment, fewshot, file_builder, sources, text_sources, user_files
 from lowres_jax.eval import imbalance
-from lowres_jax.models import build_model, lora as lora_lib
+from lowres_jax.models import build_model
 from lowres_jax.train import features as features_lib
-from lowres_jax.train import head_init, hparams as hparams_lib, interrupt, methods, optim
+from lowres_jax.train import adapt as adapt_lib, head_init, hparams as hparams_lib, interrupt, optim
 from lowres_jax.train import final_eval, selection
 from lowres_jax.train import step as step_lib
 from lowres_jax.train.compiled import CompileCache
@@ -161,8 +161,7 @@ def build_run_model(plan: RunPlan, qat: bool = True):
   """The config's model; with 'lora' among the methods, wrapped with its adapters; with
   ``quantize.qat`` (and ``qat``), with fake quantization in its forward pass."""
   model = build_model(plan.model_name, len(plan.classes), **dict(plan.model_kwargs))
-  if plan.adapt.lora:
-    model = lora_lib.LoraModel(model, plan.adapt.lora)
+  model = adapt_lib.wrap_model(plan.adapt, model)
   if qat and plan.quantize.qat:
     model = quantize_lib.qat_model(model, plan.quantize)
   return model
@@ -425,9 +424,8 @@ def initial_state(model, optim_spec: optim.OptimSpec, plan: RunPlan, sample: dic
   if train is not None and plan.head_init != "zero":
     variables = _fit_head(plan, plan.head_init, variables, train, evaluator)
   params, model_state = split_variables(variables)
-  if plan.adapt.lora:
-    lora_lib.check_targets(params, plan.adapt.lora)
-  extra = methods.initial_extra(plan.adapt, params)
+  adapt_lib.check_params(plan.adapt, params)
+  extra = adapt_lib.initial_extra(plan.adapt, params)
   if plan.prune.active:
     try:
       prune_lib.check_targets(plan.prune, params)

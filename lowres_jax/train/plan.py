@@ -26,10 +26,10 @@ from lowres_jax.data import user_files
 from lowres_jax.data.user_files import FileDataOptions
 from lowres_jax.models import MODELS
 from lowres_jax.train import hparams as hparams_lib
-from lowres_jax.models.lora import LORA_FREEZE, LoraSpec
 from lowres_jax.train.head_init import HEAD_INITS
 from lowres_jax.train.probes import PROBES
-from lowres_jax.train.methods import METHODS, AdaptSpec, config_defaults
+from lowres_jax.train import adapt as adapt_lib
+from lowres_jax.train.adapt import AdaptSpec
 
 REFIT_HEADS = ("class_means", "ridge", "logistic")  # Those that read the labelled examples.
 from lowres_jax.train.losses import LOSS_HPARAMS, LOSSES
@@ -86,7 +86,7 @@ class RunPlan:
   head_scale: float
   head_l2: float     # Penalty of the fitted heads (head_init / head_refit 'ridge', 'logistic').
   head_refit: str    # '' or a head initialiser fitted again on the trained encoder at the end.
-  adapt: AdaptSpec   # Adaptation methods and their static settings (train/methods.py).
+  adapt: AdaptSpec   # Adaptation methods and their static settings (train/adapt/).
   # Distillation (compress/distill.py): teacher workdirs, unlabelled pool size and batch.
   teachers: tuple[str, ...]
   pool_size: int
@@ -184,8 +184,8 @@ def read_plan(config: ml_collections.ConfigDict, reads: set[str] | None = None) 
   if "stages" in c:  # The pipeline's overrides: read by lowres_jax/pipeline.py.
     c.stages.mark_all_read()
   c.assert_all_read()
-  if plan.adapt.lora and not plan.freeze:  # LoRA trains the adapters and the head only.
-    plan = dataclasses.replace(plan, freeze=LORA_FREEZE)
+  if not plan.freeze and adapt_lib.default_freeze(plan.adapt):  # LoRA: adapters and head.
+    plan = dataclasses.replace(plan, freeze=adapt_lib.default_freeze(plan.adapt))
   _validate(plan)
   return plan
 
@@ -228,62 +228,55 @@ def _traced(config: TrackedConfig, key: str) -> float:
   return float(_dotted(config, key))
 
 
-# config.adapt key -> the method that reads it (a value set for an unselected method is an
-# error: it would silently do nothing).
-_ADAPT_KEYS = {"l2sp": "l2sp", "l2sp_head": "l2sp", "delta": "delta", "delta_output": "delta",
-               "bss": "bss", "bss_k": "bss", "sam_rho": "sam", "ema_decay": "ema",
-               "layer_decay": "llrd", "lpft_probe": "lpft", "wise_ft": "wise_ft",
-               "lora_rank": "lora", "lora_alpha": "lora", "lora_targets": "lora"}
-
-
 def _read_adapt(c: TrackedConfig, init: InitSpec) -> tuple[AdaptSpec, tuple[float, ...]]:
   """The static spec, and the lr_groups multipliers (traced, so a grid over them compiles
-  once)."""
+  once). Which key belongs to which method, and its default, come from the methods'
+  declarations (train/adapt/)."""
   if "adapt" not in c:
     return AdaptSpec(model_name=c.model.name), ()
   adapt = c.adapt
-  defaults = config_defaults()
+  defaults = adapt_lib.config_defaults()
   methods = tuple(_tuple(adapt.methods)) if "methods" in adapt and adapt.methods else ()
-  unknown_methods = sorted(set(methods) - set(METHODS))
+  unknown_methods = sorted(set(methods) - set(adapt_lib.METHODS))
   if unknown_methods:
     raise ConfigError(f"config.adapt.methods has unknown method(s) {unknown_methods}; known: "
-                      f"{list(METHODS)}")
+                      f"{list(adapt_lib.METHODS)}")
   unknown = sorted(set(adapt.to_dict()) - set(defaults))
   if unknown:
     raise ConfigError(f"config.adapt has unknown key(s) {unknown}; known: {sorted(defaults)}")
   adapt.mark_all_read()  # Every key is checked here: known, and used only by selected methods.
   get = lambda key: _freeze(getattr(adapt, key)) if key in adapt else defaults[key]
   # A setting changed for a method that is not selected would silently do nothing.
-  unused = sorted(key for key, method in _ADAPT_KEYS.items()
+  owners = adapt_lib.owners()
+  unused = sorted(key for key, method in owners.items()
                   if method not in methods and key in adapt
                   and _freeze(adapt.to_dict()[key]) != _freeze(defaults[key]))
   if unused:
     raise ConfigError(f"config.adapt sets {unused} but config.adapt.methods = {methods} does "
-                      f"not select {sorted({_ADAPT_KEYS[k] for k in unused})}; add the method "
+                      f"not select {sorted({owners[k] for k in unused})}; add the method "
                       "or leave the key at its default")
+  static = adapt_lib.static_defaults()
   try:
-    lora = (LoraSpec(int(get("lora_rank")), float(get("lora_alpha")), str(get("lora_targets")))
-            if "lora" in methods else None)
     groups = tuple((str(pattern), float(scale)) for pattern, scale in get("lr_groups"))
     for pattern, scale in groups:
       re.compile(pattern)
       if not (np.isfinite(scale) and scale >= 0):
         raise ValueError(f"lr_groups multiplier {scale} for {pattern!r} must be finite and >= 0")
-    spec = AdaptSpec(
-        methods=methods, fresh="|".join(r for r in (init.reinit, init.dont_load) if r),
-        model_name=c.model.name, bss_k=int(get("bss_k")),
-        delta_output=str(get("delta_output")),
-        wise_ft=tuple(float(a) for a in _tuple(get("wise_ft"))),
-        lr_groups=tuple(pattern for pattern, _ in groups), lora=lora)
+    spec = adapt_lib.make_spec(
+        methods, fresh="|".join(r for r in (init.reinit, init.dont_load) if r),
+        model_name=c.model.name, lr_groups=tuple(pattern for pattern, _ in groups),
+        **{key: get(key) for key in static if owners[key] in methods})
+    adapt_lib.check_ranges(methods, {key: float(get(key))
+                                     for key in adapt_lib.traced_defaults()})
   except (ValueError, TypeError, re.error) as error:
     raise ConfigError(f"config.adapt: {error}") from None
-  if spec.needs_anchor and init.source_seed == "run":
+  readers = adapt_lib.anchor_readers(methods)
+  if readers and init.source_seed == "run":
     raise ConfigError("config.init.source_seed = 'run' gives each run its own source model, but "
-                      f"{sorted(set(methods) & {'l2sp', 'delta', 'wise_ft'})} read one "
-                      "pretrained model shared by the group; use source_seed = 'shared'")
-  if spec.needs_anchor and init.kind == "scratch":
-    raise ConfigError(f"config.adapt.methods = {methods}: "
-                      f"{sorted(set(methods) & {'l2sp', 'delta', 'wise_ft'})} compare with the "
+                      f"{readers} read one pretrained model shared by the group; use "
+                      "source_seed = 'shared'")
+  if readers and init.kind == "scratch":
+    raise ConfigError(f"config.adapt.methods = {methods}: {readers} compare with the "
                       "pretrained weights, and config.init.kind = 'scratch' has none")
   return spec, tuple(scale for _, scale in groups)
 

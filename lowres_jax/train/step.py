@@ -19,7 +19,7 @@ from jax.sharding import NamedSharding
 
 from lowres_jax.compress import distill, prune
 from lowres_jax.data import augment
-from lowres_jax.train import losses, methods, optim
+from lowres_jax.train import adapt as adapt_lib, losses, optim
 from lowres_jax.train.state import TrainState, split_variables
 
 FORWARD_MODES = ("train", "eval")
@@ -38,7 +38,7 @@ class StepSpec:
   # used and kept, no dropout): the usual choice for a linear probe of a BatchNorm backbone.
   forward_mode: str = "train"
   loss: str = "cross_entropy"  # A name in losses.LOSSES.
-  adapt: methods.AdaptSpec = methods.AdaptSpec()
+  adapt: adapt_lib.AdaptSpec = adapt_lib.AdaptSpec()
   distill: distill.DistillSpec = distill.DistillSpec()
   # 'uniform' draws batch examples uniformly; 'class_balanced' draws each class equally often
   # (each example with probability 1 / (classes present * its class's count)).
@@ -99,12 +99,14 @@ def make_train_chunk(spec: StepSpec, batch_sharding: NamedSharding) -> Callable:
   unlabelled_augment = dataclasses.replace(spec.augment, names=tuple(
       n for n in spec.augment.names if n not in augment.LABEL_MIXING))
 
-  def loss_fn(params, model_state, batch, pool_batch, hparams, dropout_key, frozen, counts):
+  def loss_fn(params, model_state, batch, pool_batch, hparams, step_key, dropout_key, frozen,
+              counts):
     inputs = batch
+    forward_params = adapt_lib.forward_params(adapt, params, frozen, hparams, step_key)
     if pool_batch is not None:  # One forward pass over both (BatchNorm sees them together).
       inputs = {k: jnp.concatenate([batch[k].astype(v.dtype), v]) for k, v in pool_batch.items()}
     (all_logits, all_outputs), new_model_state = apply_model(
-        spec.model, params, model_state, inputs, train_forward, dropout_key)
+        spec.model, forward_params, model_state, inputs, train_forward, dropout_key)
     labelled = batch["label"].shape[0]
     logits, outputs = all_logits[:labelled], jax.tree.map(lambda x: x[:labelled], all_outputs)
     loss = loss_term(losses.LossContext(batch, logits, outputs, params, hparams, counts))
@@ -124,8 +126,8 @@ def make_train_chunk(spec: StepSpec, batch_sharding: NamedSharding) -> Callable:
                                     train_forward, dropout_key)
       return outputs
 
-    penalty = methods.penalty(adapt, methods.PenaltyContext(params, outputs, anchor_outputs,
-                                                            frozen, hparams))
+    penalty = adapt_lib.penalty(adapt, adapt_lib.PenaltyContext(params, outputs, anchor_outputs,
+                                                                frozen, hparams))
     return loss + penalty, new_model_state
 
   def sample(key, examples, batch_size, balanced=False):
@@ -155,20 +157,17 @@ def make_train_chunk(spec: StepSpec, batch_sharding: NamedSharding) -> Callable:
       if "image" in pool_batch:
         pool_batch = distill.mixup_inputs(mixup_key, pool_batch, hparams["distill_mixup"])
     grad_fn = jax.value_and_grad(
-        lambda p: loss_fn(p, state.model_state, batch, pool_batch, hparams, dropout_key, frozen,
-                          counts),
+        lambda p: loss_fn(p, state.model_state, batch, pool_batch, hparams, key, dropout_key,
+                          frozen, counts),
         has_aux=True)
-    if adapt.uses("sam"):
-      (loss, model_state), grads = methods.sam_gradients(
-          grad_fn, state.params, hparams["sam_rho"],
-          optim.path_labels(state.params, spec.optim.freeze, False, True))
-    else:
-      (loss, model_state), grads = grad_fn(state.params)
+    (loss, model_state), grads = adapt_lib.gradients(
+        adapt, grad_fn, state.params, hparams,
+        lambda: optim.path_labels(state.params, spec.optim.freeze, False, True))
     total_steps = spec.optim.total_steps
-    grads = methods.gate_gradients(adapt, grads, hparams, state.step, total_steps)
+    grads = adapt_lib.gate_gradients(adapt, grads, hparams, state.step, total_steps)
     tx = optim.build_optimizer(spec.optim, hparams, state.params)
     updates, opt_state = tx.update(grads, state.opt_state, state.params)
-    updates = methods.scale_updates(updates, methods.update_multipliers(
+    updates = adapt_lib.scale_updates(updates, adapt_lib.update_multipliers(
         adapt, hparams, state.params, state.step, total_steps))
     params = optax.apply_updates(state.params, updates)
     if "masks" in state.extra:  # Pruning (compress/prune.py): pruned weights stay exactly 0.
@@ -176,7 +175,7 @@ def make_train_chunk(spec: StepSpec, batch_sharding: NamedSharding) -> Callable:
     lr = optim.learning_rate_fn(spec.optim, hparams["lr"])(state.step)
     new_state = state.replace(step=state.step + 1, params=params, model_state=model_state,
                               opt_state=opt_state,
-                              extra=methods.update_extra(adapt, state.extra, params, hparams))
+                              extra=adapt_lib.update_extra(adapt, state.extra, params, hparams))
     return new_state, {"loss": loss, "lr": lr}
 
   def chunk(state, hparams, examples, frozen=None):

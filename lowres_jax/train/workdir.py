@@ -141,7 +141,7 @@ def _added_defaults() -> dict:
   reusable."""
   from lowres_jax.compress import distill, prune, quantize
   from lowres_jax.train import hparams, plan, selection
-  from lowres_jax.train.methods import config_defaults
+  from lowres_jax.train.adapt import config_defaults
   added = {"adapt": config_defaults(), "eval": {"probes": (), "logit_adjust": 0.0},
            "distill": distill.config_defaults(), "prune": prune.CONFIG_DEFAULTS,
            "quantize": quantize.CONFIG_DEFAULTS, "pipeline": (), "stages": {},
