@@ -25,7 +25,7 @@ import ml_collections
 
 from lowres_jax.compress import distill, prune, quantize
 from lowres_jax.train import hparams, selection
-from lowres_jax.train.methods import config_defaults
+from lowres_jax.train.adapt import config_defaults
 from lowres_jax.train.plan import augment_defaults
 
 SOURCE_CLASSES = (0, 1, 2, 3, 4)
@@ -67,7 +67,7 @@ def base_config(dataset: str, classes, shots: int, model: dict, duration: str,
                                           dont_load="", rename=()))
   c.source = ml_collections.ConfigDict()
   c.freeze = ""          # Params left untrained (regex): '^(?!head/)' is a linear probe.
-  # Adaptation methods by name, composable (lowres_jax/train/methods.py): l2sp, delta, bss, sam,
+  # Adaptation methods by name, composable (lowres_jax/train/adapt/): l2sp, delta, bss, sam,
   # ema, llrd, lpft, wise_ft, lora; the keys beside ``methods`` are their settings.
   c.adapt = ml_collections.ConfigDict(config_defaults())
   # Distillation (lowres_jax/compress/distill.py): teachers are finished runs' workdirs; kl,

@@ -1,6 +1,6 @@
 """The adaptation methods the methods ablations compare, each as overrides of a run config.
 
-Every method is an option of the one trainer (lowres_jax/train/methods.py): probes on frozen
+Every method is an option of the one trainer (lowres_jax/train/adapt/): probes on frozen
 features (fitted in closed form or by L-BFGS on embeddings computed once), full fine-tuning,
 and fine-tuning with one method added. The ablations (configs/ablations/methods_*.py) tune
 each method once (lowres_jax/tune_once.py) with the same number of trials: four learning
@@ -11,7 +11,7 @@ rates, or two rates times two values of the method's own strength (``search_spac
 """
 
 from lowres_jax.search import choices
-from lowres_jax.train.methods import BITFIT_FREEZE
+from lowres_jax.train.adapt import BITFIT_FREEZE
 
 PROBES = ("linear_probe", "ridge_probe", "class_means")
 TRAINED = ("finetune", "lpft", "l2sp", "delta", "bss", "sam", "ema", "wise_ft", "bitfit", "lora",
