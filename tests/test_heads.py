@@ -10,7 +10,7 @@ from conftest import tiny_config
 from lowres_jax import checkpoint
 from lowres_jax.config import ConfigError
 from lowres_jax.models import MODELS, build_model
-from lowres_jax.train import features as features_lib, head_init, loop
+from lowres_jax.train import embedding_cache, head_init, loop
 
 
 def _blobs(num: int = 60, dim: int = 5, classes: int = 3, seed: int = 0):
@@ -75,20 +75,20 @@ def test_every_model_ends_in_a_head_on_pre_logits(name):
   logits, outputs = model.apply(variables, batch, train=False)
   stacked = jax.tree.map(lambda leaf: np.asarray(leaf)[None], variables["params"])
   np.testing.assert_allclose(
-      features_lib.head_logits(np.asarray(outputs["pre_logits"]), stacked)[0], logits,
+      embedding_cache.head_logits(np.asarray(outputs["pre_logits"]), stacked)[0], logits,
       rtol=1e-4, atol=1e-4)
 
 
 def test_shared_fingerprint_ignores_heads_and_sees_any_backbone_change():
   stacked = {"params": {"head": {"kernel": np.arange(4.0).reshape(2, 2)},
                         "body": {"kernel": np.ones((2, 3))}}, "batch_stats": {"m": np.zeros((2, 1))}}
-  fingerprint = features_lib.shared_fingerprint(stacked)
+  fingerprint = embedding_cache.shared_fingerprint(stacked)
   assert fingerprint is not None
   changed = jax.tree.map(np.copy, stacked)
   changed["batch_stats"]["m"][1] = 1.0
-  assert features_lib.shared_fingerprint(changed) is None
+  assert embedding_cache.shared_fingerprint(changed) is None
   one_run = jax.tree.map(lambda leaf: leaf[:1], stacked)
-  assert features_lib.shared_fingerprint(one_run) == fingerprint
+  assert embedding_cache.shared_fingerprint(one_run) == fingerprint
 
 
 def _frozen_config(data_dir, tmp_path, lr):
@@ -102,14 +102,14 @@ def _frozen_config(data_dir, tmp_path, lr):
 def test_frozen_runs_embed_each_example_once_and_match_plain_evaluation(data_dir, tmp_path,
                                                                         monkeypatch):
   configs = [_frozen_config(data_dir, tmp_path, lr) for lr in (0.1, 0.2)]
-  features_lib.FEATURES.clear()
+  embedding_cache.FEATURES.clear()
   cached = loop.train_group(configs, [str(tmp_path / "a0"), str(tmp_path / "a1")],
                             show_progress=False)
   # Both runs share seed and backbone: the test set and the k-shot/validation examples are
   # embedded once, not once per run.
-  assert features_lib.FEATURES.computed == (cached[0]["num_test"] + cached[0]["num_train"]
+  assert embedding_cache.FEATURES.computed == (cached[0]["num_test"] + cached[0]["num_train"]
                                            + cached[0]["num_val"])
-  monkeypatch.setattr(features_lib, "shared_fingerprint", lambda variables: None)
+  monkeypatch.setattr(embedding_cache, "shared_fingerprint", lambda variables: None)
   plain = loop.train_group(configs, [str(tmp_path / "b0"), str(tmp_path / "b1")],
                            show_progress=False)
   for a, b in zip(cached, plain):

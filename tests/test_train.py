@@ -9,7 +9,7 @@ import pytest
 from conftest import tiny_config
 from lowres_jax.config import ConfigError
 from lowres_jax.data import builders, sources
-from lowres_jax.train import features as features_lib, loop
+from lowres_jax.train import embedding_cache, loop
 from lowres_jax.weights import init as init_lib
 from lowres_jax.train.compiled import CompileCache
 from lowres_jax.train.writer import read_jsonl
@@ -58,7 +58,7 @@ def test_changing_traced_hyperparameters_does_not_recompile(tmp_path, data_dir):
   cache = CompileCache()
   # An earlier identical run in this process would serve run a's features from the cache,
   # and run b would then be the first to compile the feature function.
-  features_lib.FEATURES.clear()
+  embedding_cache.FEATURES.clear()
   config = tiny_config(data_dir, str(tmp_path / "cache"))
   loop.run(config, str(tmp_path / "a"), cache=cache, show_progress=False)
   compiles = cache.compiles

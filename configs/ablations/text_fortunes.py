@@ -19,7 +19,7 @@ every k then runs on seeds 0-4 at that pick:
 
 Protocol fitted to the 90-minute budget on the 2-core CPU: 32 tokens, 50 steps of batch 16
 (3 epochs at k = 32, 25 at k = 4). Frozen methods share one embedding of each text
-(lowres_jax/train/features.py), so they cost seconds; the trained runs take about 30 s
+(lowres_jax/train/embedding_cache.py), so they cost seconds; the trained runs take about 30 s
 each on the 2-core CPU.
 
   python -m lowres_jax.sweep --config=configs/ablations/text_fortunes.py \\

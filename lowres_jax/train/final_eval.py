@@ -18,7 +18,7 @@ from lowres_jax import parallel
 from lowres_jax.compress import distill
 from lowres_jax.data import sources
 from lowres_jax.eval import imbalance
-from lowres_jax.train import features as features_lib
+from lowres_jax.train import embedding_cache
 from lowres_jax.train import adapt as adapt_lib
 from lowres_jax.train import probes as probes_lib
 from lowres_jax.train.evaluate import Evaluator, split_metrics
@@ -70,7 +70,7 @@ def probe_metrics(plan: RunPlan, evaluator: Evaluator, stacked_variables: dict,
   results = []
   for i, (train, val) in enumerate(zip(task.trains, task.vals)):
     run_variables = unstack(variables, i)
-    fingerprint = features_lib.shared_fingerprint(unstack(variables, i, keepdims=True))
+    fingerprint = embedding_cache.shared_fingerprint(unstack(variables, i, keepdims=True))
     splits = {"train": (plan.train_split, train), "val": (plan.train_split, val),
               "test": (plan.test_split, task.test)}
 
@@ -108,9 +108,9 @@ def evaluate_with_logits(plan: RunPlan, evaluator: Evaluator, stacked_variables:
   """Validation and test metrics of stacked variables, and their test logits (runs, N,
   classes; before any post-hoc adjustment, which only the metrics see). A long-tail run's
   test metrics include its many/medium/few-shot groups (eval/imbalance.py). When all runs share one backbone (nothing trained but the heads), their logits
-  come from cached features (train/features.py)."""
+  come from cached features (train/embedding_cache.py)."""
   variables = parallel.fetch(stacked_variables)
-  fingerprint = features_lib.shared_fingerprint(variables)
+  fingerprint = embedding_cache.shared_fingerprint(variables)
   backbone = unstack(variables, 0)
 
   def split_logits(examples: list[sources.Examples], split: str, shared: bool) -> np.ndarray:
@@ -120,8 +120,8 @@ def evaluate_with_logits(plan: RunPlan, evaluator: Evaluator, stacked_variables:
       return evaluator.logits(stacked_variables, inputs, shared)
     features = [cached_features(plan, evaluator, backbone, fingerprint, split, e) for e in examples]
     if shared:
-      return features_lib.head_logits(features[0], variables["params"])
-    return np.stack([features_lib.head_logits(f, unstack(variables["params"], i, keepdims=True))[0]
+      return embedding_cache.head_logits(features[0], variables["params"])
+    return np.stack([embedding_cache.head_logits(f, unstack(variables["params"], i, keepdims=True))[0]
                      for i, f in enumerate(features)])
 
   counts = [imbalance.class_counts(train.labels, task.num_classes) for train in task.trains]
@@ -147,9 +147,9 @@ def evaluate_with_logits(plan: RunPlan, evaluator: Evaluator, stacked_variables:
 def cached_features(plan: RunPlan, evaluator: Evaluator, variables: dict, fingerprint: str,
               split: str, examples: sources.Examples) -> np.ndarray:
   """``pre_logits`` of ``examples`` (from ``split``) under the backbone ``fingerprint``,
-  embedded once per process and example (train/features.py)."""
+  embedded once per process and example (train/embedding_cache.py)."""
   source = (plan.dataset, split, plan.data_dir, plan.tokenizer, plan.max_length)
   inputs = examples.inputs()
-  return features_lib.FEATURES.features(
+  return embedding_cache.FEATURES.features(
       fingerprint, source, examples.ids,
       lambda rows: evaluator.features(variables, {k: v[rows] for k, v in inputs.items()}))

@@ -18,7 +18,7 @@ fitted heads are penalised by ``config.head_l2``. Starting a probe or fine-tunin
 head is the "prototype init" trick; with 0 steps it is the method. ``config.head_refit`` fits
 one of them again at the end of training, on the tuned encoder (SetFit's second stage).
 
-The embeddings come from the caller (train/features.py caches them per frozen backbone), so
+The embeddings come from the caller (train/embedding_cache.py caches them per frozen backbone), so
 this module is plain fitting on arrays.
 """
 

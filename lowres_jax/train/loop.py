@@ -28,7 +28,7 @@ from lowres_jax.config import ConfigError, config_hash, duration_to_steps
 from lowres_jax.data import augment, fewshot, file_builder, sources, text_sources, user_files
 from lowres_jax.eval import imbalance
 from lowres_jax.models import build_model
-from lowres_jax.train import features as features_lib
+from lowres_jax.train import embedding_cache
 from lowres_jax.train import adapt as adapt_lib, head_init, hparams as hparams_lib, interrupt, optim
 from lowres_jax.train import final_eval, selection
 from lowres_jax.train import step as step_lib
@@ -212,7 +212,7 @@ def _train_unfinished(configs, plans: list[RunPlan], workdirs: list[str], cache:
     def embed(i: int, examples: sources.Examples) -> np.ndarray:
       sample = {k: v[:1] for k, v in examples.inputs().items()}
       variables = _anchor_variables(model, plans[i], sample, pretrained()[i])
-      fingerprint = features_lib.shared_fingerprint(
+      fingerprint = embedding_cache.shared_fingerprint(
           jax.tree.map(lambda leaf: np.asarray(leaf)[None], variables))
       return final_eval.cached_features(plans[i], evaluator, variables, fingerprint,
                                         plan.train_split, examples)
@@ -451,7 +451,7 @@ def _anchor_variables(model, plan: RunPlan, sample: dict,
 def _fit_head(plan: RunPlan, kind: str, variables: dict, train: sources.Examples,
               evaluator: Evaluator) -> dict:
   """``variables`` (one run's) with the head ``kind`` fitted on their own embeddings."""
-  fingerprint = features_lib.shared_fingerprint(
+  fingerprint = embedding_cache.shared_fingerprint(
       jax.tree.map(lambda leaf: np.asarray(leaf)[None], variables))
   kernel, bias = head_init.fit_head(
       kind, lambda: final_eval.cached_features(plan, evaluator, variables, fingerprint,
