@@ -81,13 +81,14 @@ def input_specs(predictor) -> list:
   return [jax.ShapeDtypeStruct((batch, *predictor.image_shape), np.uint8)]
 
 
-def export_stablehlo(workdir: str, out: str, command: str = "") -> dict:
-  """Writes the files of the module doc; returns what labels.json says."""
+def export_stablehlo(workdir: str, out: str, command: str = "", int8: bool = False) -> dict:
+  """Writes the files of the module doc; returns what labels.json says. ``int8``: a quantized
+  run's int8 model, its int8 operations kept in the exported program."""
   import jax
   from lowres_jax import storage
   from lowres_jax.data import text_sources
   from lowres_jax.predict import Predictor
-  predictor = Predictor.load(workdir)
+  predictor = Predictor.load(workdir, int8=int8)
   specs = input_specs(predictor)
   exported = jax.export.export(jax.jit(inference_function(predictor)))(*specs)
   storage.ensure_directory(out, flag="--out")
@@ -96,7 +97,8 @@ def export_stablehlo(workdir: str, out: str, command: str = "") -> dict:
   labels = {"classes": list(predictor.class_names),
             "inputs": [{"name": n, "dtype": str(s.dtype), "shape": ["batch", *s.shape[1:]]}
                        for n, s in zip(input_names(predictor), specs)],
-            "output": "probabilities (batch, classes), float32"}
+            "output": "probabilities (batch, classes), float32",
+            "weights": f"int8 ({predictor.plan.quantize.mode})" if int8 else "float32"}
   storage.write_json(os.path.join(out, "labels.json"), labels, indent=1)
   if predictor.plan.tokenizer:
     tokenizer = text_sources.get_tokenizer(predictor.plan.tokenizer)
@@ -218,9 +220,12 @@ def model_card(predictor, workdir: str, out: str, command: str) -> str:
   split = storage.read_json(os.path.join(workdir, "split.json"), "the run's examples")
   size = sum(os.path.getsize(os.path.join(out, n)) for n in os.listdir(out)
              if os.path.isfile(os.path.join(out, n)))
+  prefix = "int8/test/" if predictor.int8 else "test/"
   metrics = "\n".join(f"| {k} | {summary[k]:.4f} |" for k in sorted(summary)
-                      if k.startswith("test/") and isinstance(summary[k], float))
+                      if k.startswith(prefix) and isinstance(summary[k], float))
   source = split.get("source", {})
+  compression = ([f"pruned ({plan.prune.method})"] if plan.prune.method else []) + (
+      [f"int8 ({plan.quantize.mode})"] if predictor.int8 else [])
   return f"""# Model card: {os.path.basename(os.path.abspath(workdir))}
 
 - **Task**: {len(predictor.class_names)} classes of `{plan.dataset}`: {', '.join(predictor.class_names)}
@@ -228,7 +233,7 @@ def model_card(predictor, workdir: str, out: str, command: str) -> str:
 - **Examples**: {split.get('num_train')} training ({plan.shots} per class; -1 is all),
   {split.get('num_val')} validation; split.json train_sha256 `{split.get('train_sha256')}`
   {f"; data sha256 `{source.get('sha256')}`" if source else ''}
-- **Compression**: {'pruned (' + plan.prune.method + ')' if plan.prune.method else 'none'}
+- **Compression**: {', '.join(compression) or 'none'}
 - **Size on disk**: {size:,} bytes (this folder)
 - **Made by**: `{command or 'python -m lowres_jax.export --workdir=' + workdir + ' --out=' + out}`
 
@@ -243,9 +248,15 @@ def main(argv) -> None:
   if not FLAGS.workdir or not FLAGS.out:
     raise ExportError("--workdir and --out are both needed")
   command = (f"python -m lowres_jax.export --workdir={FLAGS.workdir} --out={FLAGS.out} "
-             f"--format={FLAGS.format}")
-  write = {"stablehlo": export_stablehlo, "torch": export_torch, "hf": export_hf}[FLAGS.format]
-  labels = write(FLAGS.workdir, FLAGS.out, command)
+             f"--format={FLAGS.format}{' --int8' if FLAGS.int8 else ''}")
+  if FLAGS.int8 and FLAGS.format != "stablehlo":
+    raise ExportError("--int8 exports with --format=stablehlo only (the int8 operations are "
+                      "qwix's, which the torch and sentence-transformers formats cannot hold)")
+  if FLAGS.format == "stablehlo":
+    labels = export_stablehlo(FLAGS.workdir, FLAGS.out, command, int8=FLAGS.int8)
+  else:
+    labels = {"torch": export_torch, "hf": export_hf}[FLAGS.format](FLAGS.workdir, FLAGS.out,
+                                                                     command)
   print(f"exported {len(labels['classes'])}-class model to {FLAGS.out} ({FLAGS.format})")
 
 
@@ -253,6 +264,7 @@ def _define_flags() -> None:
   flags.DEFINE_string("workdir", None, "A finished run's --workdir.")
   flags.DEFINE_string("out", None, "Folder to write the exported model into.")
   flags.DEFINE_enum("format", "stablehlo", ["stablehlo", "torch", "hf"], "What to export.")
+  flags.DEFINE_bool("int8", False, "Export a quantized run's int8 model (stablehlo).")
 
 
 if __name__ == "__main__":

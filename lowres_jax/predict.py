@@ -13,10 +13,12 @@ They go through the trainer's padded, jitted evaluation (``train/evaluate.py``: 
 for any count). The output (CSV, or JSONL by its extension) has one row per input: its id or
 path, the predicted class name, its probability and the ``--top_k`` classes with theirs.
 
-The weights are the run's newest checkpoint, the final weights. Runs whose reported metrics
-come from other weights (an evaluation variant, a refitted head, logit adjustment, int8
-quantization) are refused with a line saying so, rather than predicted with weights their
-summary does not describe.
+The weights are the run's newest checkpoint, the final weights, whose test metrics are the
+summary's ``test/*``; with ``--int8`` a quantized run's int8 model (``workdir/int8``, int8
+operations kept), whose metrics are the summary's ``int8/test/*``. Runs whose reported metrics
+come from other weights (an evaluation variant, a refitted head, logit adjustment) are
+refused with a line saying so, rather than predicted with weights their summary does not
+describe.
 """
 
 from __future__ import annotations
@@ -53,9 +55,11 @@ class Predictor:
   variables: object
   class_names: tuple[str, ...]
   image_shape: tuple[int, ...] | None  # (H, W, C) the run's images were stored at.
+  int8: bool = False  # The quantized model (its metrics: the summary's int8/test/*).
 
   @classmethod
-  def load(cls, workdir: str) -> "Predictor":
+  def load(cls, workdir: str, int8: bool = False) -> "Predictor":
+    """The run in ``workdir``; ``int8``: its quantized model instead of the float one."""
     import ml_collections
     from lowres_jax import checkpoint, storage
     from lowres_jax.data import sources, text_sources
@@ -76,8 +80,12 @@ class Predictor:
     names = text_sources.label_names(plan.dataset, plan.data_dir, plan.data_options)
     image_shape = None if plan.tokenizer else sources.image_shape(
         plan.dataset, plan.train_split, plan.data_dir, plan.data_options)
-    return cls(plan=plan, model=loop.build_run_model(plan), variables=variables,
-               class_names=tuple(names[c] for c in plan.classes), image_shape=image_shape)
+    model = loop.build_run_model(plan)
+    if int8:
+      model, variables = _int8_model(plan, workdir, image_shape)
+    return cls(plan=plan, model=model, variables=variables,
+               class_names=tuple(names[c] for c in plan.classes), image_shape=image_shape,
+               int8=int8)
 
   @functools.cached_property
   def _evaluator(self):
@@ -122,6 +130,23 @@ class Predictor:
     return {"image": np.stack(arrays)}
 
 
+def _int8_model(plan, workdir: str, image_shape) -> tuple:
+  """The quantized model and its int8 variables, restored bit for bit from ``workdir/int8``."""
+  from lowres_jax.compress import quantize
+  from lowres_jax.data import text_sources
+  from lowres_jax.train import loop
+  path = os.path.join(workdir, quantize.INT8_DIR)
+  if not plan.quantize.mode:
+    raise PredictError(f"{workdir} was not quantized (config.quantize.mode = ''): drop --int8")
+  if not os.path.isdir(path):
+    raise PredictError(f"{workdir} holds no int8 model ({path} is missing): the run was "
+                       "quantized but its int8 variables were not kept")
+  quantized = quantize.ptq_model(loop.build_run_model(plan, qat=False), plan.quantize)
+  sample = (text_sources.get_tokenizer(plan.tokenizer).encode([""], plan.max_length)
+            if plan.tokenizer else {"image": np.zeros((1, *image_shape), np.uint8)})
+  return quantized, quantize.restore(path, quantize.abstract_variables(quantized, sample))
+
+
 def _refuse_other_weights(plan, summary: dict, workdir: str) -> None:
   reasons = []
   if summary.get("variant") not in (None, "final"):
@@ -130,12 +155,11 @@ def _refuse_other_weights(plan, summary: dict, workdir: str) -> None:
     reasons.append(f"its head is refitted at the end (head_refit={plan.head_refit!r})")
   if plan.logit_adjust:
     reasons.append("its logits are adjusted after the model (eval.logit_adjust)")
-  if plan.quantize.mode:
-    reasons.append(f"it is quantized ({plan.quantize.mode})")
   if reasons:
     raise PredictError(f"{workdir}: {'; '.join(reasons)}, and predict reads the final float "
-                       "weights only: those predictions would not be the ones its summary "
-                       "measured. Predict with a run without these settings.")
+                       "weights (or, with --int8, the int8 ones) only: those predictions would "
+                       "not be the ones its summary measured. Predict with a run without these "
+                       "settings.")
 
 
 def read_inputs(spec: str, options) -> tuple[list[str], str, list]:
@@ -191,7 +215,7 @@ def main(argv) -> None:
   del argv
   if not FLAGS.workdir or not FLAGS.input:
     raise PredictError("--workdir and --input are both needed")
-  predictor = Predictor.load(FLAGS.workdir)
+  predictor = Predictor.load(FLAGS.workdir, int8=FLAGS.int8)
   ids, kind, items = read_inputs(FLAGS.input, predictor.plan.data_options)
   inputs = (predictor.prepare_images(items) if kind == "images"
             else predictor.prepare_texts(items))
@@ -208,6 +232,7 @@ def _define_flags() -> None:
                                "or - for texts on stdin.")
   flags.DEFINE_string("output", "predictions.csv", "Where to write (.csv or .jsonl).")
   flags.DEFINE_integer("top_k", 3, "Classes listed per input with their probabilities.")
+  flags.DEFINE_bool("int8", False, "Predict with a quantized run's int8 model.")
 
 
 if __name__ == "__main__":

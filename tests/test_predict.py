@@ -88,3 +88,32 @@ def test_texts_to_predict_are_read_with_the_runs_fields_and_ids(tmp_path):
   assert predict.read_inputs(path, options) == (["7", "9"], "texts", ["one", "two"])
   with pytest.raises(FileDataError, match="no field 'text'"):
     predict.read_inputs(path, FileDataOptions())
+
+
+def test_a_quantized_run_predicts_and_exports_with_its_int8_model(tmp_path, data_dir):
+  import jax
+  from lowres_jax import export
+  config = tiny_config(data_dir, str(tmp_path / "cache"))
+  config.quantize.mode = "w8a8_dynamic"
+  summary = loop.run(config, str(tmp_path / "run"), show_progress=False)
+  float_predictor = predict.Predictor.load(str(tmp_path / "run"))
+  int8_predictor = predict.Predictor.load(str(tmp_path / "run"), int8=True)
+  test = loop.test_examples(int8_predictor.plan)
+  for predictor, key in ((float_predictor, "test/accuracy"), (int8_predictor,
+                                                              "int8/test/accuracy")):
+    accuracy = float(np.mean(predictor.probabilities(test.inputs()).argmax(1) == test.labels))
+    assert accuracy == pytest.approx(summary[key], abs=1e-12), key
+  out = tmp_path / "exported"
+  labels = export.export_stablehlo(str(tmp_path / "run"), str(out), int8=True)
+  assert labels["weights"] == "int8 (w8a8_dynamic)"
+  assert "int8 (w8a8_dynamic)" in (out / "MODEL_CARD.md").read_text()
+  exported = jax.export.deserialize((out / export.MODEL_FILE).read_bytes())
+  assert "xi8>" in exported.mlir_module()  # The int8 operations are in the program.
+  images = test.inputs()["image"][:37]
+  np.testing.assert_array_equal(
+      np.asarray(exported.call(images)).argmax(1),
+      int8_predictor.probabilities({"image": images}).argmax(1))
+  plain = tiny_config(data_dir, str(tmp_path / "cache"))
+  loop.run(plain, str(tmp_path / "plain"), show_progress=False)
+  with pytest.raises(predict.PredictError, match="was not quantized"):
+    predict.Predictor.load(str(tmp_path / "plain"), int8=True)
