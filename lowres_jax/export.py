@@ -44,7 +44,6 @@ from lowres_jax.user_error import UserError
 FLAGS = flags.FLAGS
 
 MODEL_FILE = "model.jax_export"
-TEXT_INPUTS = ("input_ids", "attention_mask", "token_type_ids")
 
 
 class ExportError(UserError, ValueError):
@@ -68,16 +67,16 @@ def inference_function(predictor):
 
 
 def input_names(predictor) -> tuple[str, ...]:
-  return TEXT_INPUTS if predictor.plan.tokenizer else ("image",)
+  return predictor.plan.modality.input_names
 
 
 def input_specs(predictor) -> list:
   """Shapes with a symbolic batch dimension, so one export serves every batch size."""
   import jax
   (batch,) = jax.export.symbolic_shape("batch")
-  if predictor.plan.tokenizer:
+  if predictor.plan.modality.is_text:
     return [jax.ShapeDtypeStruct((batch, predictor.plan.max_length), np.int32)
-            for _ in TEXT_INPUTS]
+            for _ in input_names(predictor)]
   return [jax.ShapeDtypeStruct((batch, *predictor.image_shape), np.uint8)]
 
 
@@ -86,7 +85,6 @@ def export_stablehlo(workdir: str, out: str, command: str = "", int8: bool = Fal
   run's int8 model, its int8 operations kept in the exported program."""
   import jax
   from lowres_jax import storage
-  from lowres_jax.data import text_sources
   from lowres_jax.predict import Predictor
   predictor = Predictor.load(workdir, int8=int8)
   specs = input_specs(predictor)
@@ -100,9 +98,9 @@ def export_stablehlo(workdir: str, out: str, command: str = "", int8: bool = Fal
             "output": "probabilities (batch, classes), float32",
             "weights": f"int8 ({predictor.plan.quantize.mode})" if int8 else "float32"}
   storage.write_json(os.path.join(out, "labels.json"), labels, indent=1)
-  if predictor.plan.tokenizer:
-    tokenizer = text_sources.get_tokenizer(predictor.plan.tokenizer)
-    storage.write_text(os.path.join(out, "tokenizer.json"), tokenizer.json_text)
+  if predictor.plan.modality.is_text:
+    storage.write_text(os.path.join(out, "tokenizer.json"),
+                       predictor.plan.modality.get_tokenizer().json_text)
   storage.write_text(os.path.join(out, "MODEL_CARD.md"), model_card(predictor, workdir, out,
                                                                     command))
   return labels
@@ -159,7 +157,6 @@ def export_hf(workdir: str, out: str, command: str = "") -> dict:
   from flax import traverse_util
   from safetensors.numpy import save_file
   from lowres_jax import storage
-  from lowres_jax.data import text_sources
   from lowres_jax.models import bert_convert, lora as lora_lib
   from lowres_jax.predict import Predictor
   from lowres_jax.train.adapt import lora as lora_method
@@ -185,7 +182,7 @@ def export_hf(workdir: str, out: str, command: str = "") -> dict:
   write = lambda name, record: storage.write_json(os.path.join(out, name), record, indent=1)
   write("config.json", bert_convert.hf_config_from_model_kwargs(kwargs))
   storage.write_text(os.path.join(out, "tokenizer.json"),
-                     text_sources.get_tokenizer(plan.tokenizer).json_text)
+                     plan.modality.get_tokenizer().json_text)
   write("tokenizer_config.json", {"tokenizer_class": "BertTokenizer",
                                   "model_max_length": plan.max_length})
   write("sentence_bert_config.json", {"max_seq_length": plan.max_length,

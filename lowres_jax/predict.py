@@ -78,7 +78,7 @@ class Predictor:
       raise PredictError(f"{workdir} kept no usable checkpoint ({error}); rerun it with "
                          "config.keep_checkpoints > 0") from None
     names = text_sources.label_names(plan.dataset, plan.data_dir, plan.data_options)
-    image_shape = None if plan.tokenizer else sources.image_shape(
+    image_shape = None if plan.modality.is_text else sources.image_shape(
         plan.dataset, plan.train_split, plan.data_dir, plan.data_options)
     model = loop.build_run_model(plan)
     if int8:
@@ -108,11 +108,9 @@ class Predictor:
     return exp / exp.sum(axis=1, keepdims=True)
 
   def prepare_texts(self, texts: Sequence[str]) -> dict[str, np.ndarray]:
-    from lowres_jax.data import text_sources
-    if not self.plan.tokenizer:
+    if not self.plan.modality.is_text:
       raise PredictError("this run classifies images; --input holds texts")
-    return text_sources.get_tokenizer(self.plan.tokenizer).encode(list(texts),
-                                                                  self.plan.max_length)
+    return self.plan.modality.encode(texts)
 
   def prepare_images(self, paths: Sequence[str]) -> dict[str, np.ndarray]:
     from lowres_jax.data import user_files
@@ -133,7 +131,6 @@ class Predictor:
 def _int8_model(plan, workdir: str, image_shape) -> tuple:
   """The quantized model and its int8 variables, restored bit for bit from ``workdir/int8``."""
   from lowres_jax.compress import quantize
-  from lowres_jax.data import text_sources
   from lowres_jax.train import loop
   path = os.path.join(workdir, quantize.INT8_DIR)
   if not plan.quantize.mode:
@@ -142,8 +139,8 @@ def _int8_model(plan, workdir: str, image_shape) -> tuple:
     raise PredictError(f"{workdir} holds no int8 model ({path} is missing): the run was "
                        "quantized but its int8 variables were not kept")
   quantized = quantize.ptq_model(loop.build_run_model(plan, qat=False), plan.quantize)
-  sample = (text_sources.get_tokenizer(plan.tokenizer).encode([""], plan.max_length)
-            if plan.tokenizer else {"image": np.zeros((1, *image_shape), np.uint8)})
+  sample = (plan.modality.encode([""]) if plan.modality.is_text
+            else {"image": np.zeros((1, *image_shape), np.uint8)})
   return quantized, quantize.restore(path, quantize.abstract_variables(quantized, sample))
 
 

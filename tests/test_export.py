@@ -14,7 +14,7 @@ from conftest import REPO, cpu_env, tiny_config
 from file_datasets import write_texts
 from lowres_jax import export, predict
 from lowres_jax.config import load_module
-from lowres_jax.data import text_sources
+from lowres_jax.data import modality, text_sources
 from lowres_jax.train import loop
 
 # The loader of the README: plain jax and numpy.
@@ -64,10 +64,10 @@ def test_a_text_export_takes_token_ids_and_ships_the_tokenizer(tmp_path):
   out = tmp_path / "exported"
   labels = export.export_stablehlo(str(tmp_path / "run"), str(out))
   assert labels["classes"] == ["law", "science"]
-  assert [i["name"] for i in labels["inputs"]] == list(export.TEXT_INPUTS)
+  assert [i["name"] for i in labels["inputs"]] == list(modality.Text.input_names)
   tokenizer = text_sources.TextTokenizer((out / "tokenizer.json").read_text())
   tokens = tokenizer.encode(["space again", "a court case", "x"], config.data.max_length)
   exported = jax.export.deserialize((out / export.MODEL_FILE).read_bytes())
-  probabilities = np.asarray(exported.call(*[tokens[k] for k in export.TEXT_INPUTS]))
+  probabilities = np.asarray(exported.call(*[tokens[k] for k in modality.Text.input_names]))
   expected = predict.Predictor.load(str(tmp_path / "run")).probabilities(tokens)
   np.testing.assert_allclose(probabilities, expected, atol=1e-6)

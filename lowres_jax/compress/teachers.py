@@ -38,7 +38,7 @@ def load_teacher(workdir: str, student_plan, build_model: Callable[[Any], nn.Mod
         f"teacher {workdir} was trained on {plan.dataset} classes {list(plan.classes)}, the "
         f"student's task is {student_plan.dataset} classes {list(student_plan.classes)}: a "
         "teacher must classify the same classes in the same order")
-  if plan.tokenizer != student_plan.tokenizer or plan.max_length != student_plan.max_length:
+  if plan.modality != student_plan.modality:
     raise ConfigError(f"teacher {workdir} reads text with tokenizer {plan.tokenizer!r} at "
                       f"{plan.max_length} tokens, the student with {student_plan.tokenizer!r} at "
                       f"{student_plan.max_length}: they must see the same token ids")

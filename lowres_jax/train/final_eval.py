@@ -148,7 +148,7 @@ def cached_features(plan: RunPlan, evaluator: Evaluator, variables: dict, finger
               split: str, examples: sources.Examples) -> np.ndarray:
   """``pre_logits`` of ``examples`` (from ``split``) under the backbone ``fingerprint``,
   embedded once per process and example (train/embedding_cache.py)."""
-  source = (plan.dataset, split, plan.data_dir, plan.tokenizer, plan.max_length)
+  source = (plan.dataset, split, plan.data_dir, plan.modality)
   inputs = examples.inputs()
   return embedding_cache.FEATURES.features(
       fingerprint, source, examples.ids,

@@ -151,8 +151,7 @@ def _prepare_task(configs, plans: list[RunPlan], workdirs: list[str], embed_pret
 
 def augment_settings(plan: RunPlan) -> augment.AugmentSettings:
   """The static part of the run's augmentation (the strengths are traced hyperparameters)."""
-  mask_token = (text_sources.get_tokenizer(plan.tokenizer).mask_token_id()
-                if plan.tokenizer and "token_mask" in plan.augment else -1)
+  mask_token = plan.modality.mask_token_id() if "token_mask" in plan.augment else -1
   return augment.AugmentSettings(plan.augment, plan.crop_pad, num_classes=len(plan.classes),
                                  num_ops=plan.augment_ops, mask_token=mask_token)
 
@@ -174,27 +173,20 @@ def test_examples(plan: RunPlan) -> sources.Examples:
 
 def load_split(plan: RunPlan, split: str) -> sources.Examples:
   """Images as they are; text tokenised to ``plan.max_length`` (both cached per process)."""
-  if plan.tokenizer:
-    return text_sources.load_text_split(plan.dataset, split, plan.data_dir, plan.tokenizer,
-                                        plan.max_length, plan.data_options)
-  return sources.load_split(plan.dataset, split, plan.data_dir, plan.data_options)
+  return plan.modality.load_split(plan.dataset, split, plan.data_dir, plan.data_options)
 
 
 def _input_stats(plan: RunPlan) -> dict:
   """What a run's files record about its inputs beyond split.json: token lengths for text."""
-  if not plan.tokenizer:
-    return {}
-  return {f"tokens/{split}": text_sources.text_split_stats(
-      plan.dataset, split, plan.data_dir, plan.tokenizer, plan.max_length,
-      plan.data_options).to_json()
-          for split in (plan.train_split, plan.test_split)}
+  return plan.modality.input_stats(plan.dataset, (plan.train_split, plan.test_split),
+                                   plan.data_dir, plan.data_options)
 
 
 def _label_inputs(plan: RunPlan) -> dict:
   """The task's class names in ``plan.label_template``, tokenised like the data."""
   names = text_sources.label_names(plan.dataset, plan.data_dir, plan.data_options)
   texts = head_init.template_names([names[c] for c in plan.classes], plan.label_template)
-  return text_sources.get_tokenizer(plan.tokenizer).encode(texts, plan.max_length)
+  return plan.modality.encode(texts)
 
 
 def _train_unfinished(configs, plans: list[RunPlan], workdirs: list[str], cache: CompileCache,

@@ -20,9 +20,8 @@ from lowres_jax.compress.prune import CONFIG_DEFAULTS as PRUNE_DEFAULTS, PruneSp
 from lowres_jax.compress.quantize import CONFIG_DEFAULTS as QUANTIZE_DEFAULTS, QuantizeSpec
 from lowres_jax.config import ConfigError, TrackedConfig, parse_duration
 from lowres_jax.data.augment import AUGMENTATIONS, STRENGTH_RANGES, STRENGTH_READERS
-from lowres_jax.data.text_augment import TEXT_AUGMENTATIONS
 from lowres_jax.data.fewshot import ALL_SHOTS
-from lowres_jax.data import user_files
+from lowres_jax.data import modality as modality_lib, user_files
 from lowres_jax.data.user_files import FileDataOptions
 from lowres_jax.models import MODELS
 from lowres_jax.train import hparams as hparams_lib
@@ -108,6 +107,11 @@ class RunPlan:
     return dataclasses.replace(self, seed=0, method="",
                                traced=tuple((name, 0.0) for name, _ in self.traced),
                                group_scales=(0.0,) * len(self.group_scales))
+
+  @property
+  def modality(self) -> modality_lib.Images | modality_lib.Text:
+    """What the inputs are (data/modality.py): images, or text with its tokenizer."""
+    return modality_lib.of(self.tokenizer, self.max_length)
 
   def hparams(self) -> dict[str, Any]:
     values: dict[str, Any] = dict(self.traced)
@@ -414,11 +418,11 @@ def _validate_task_and_rates(plan: RunPlan, trains: bool) -> None:
 
 
 def _validate(plan: RunPlan) -> None:
-  if user_files.is_file_dataset(plan.dataset) and (
-      user_files.is_text(plan.dataset) != bool(plan.tokenizer)):
+  is_text = plan.modality.is_text
+  if user_files.is_file_dataset(plan.dataset) and user_files.is_text(plan.dataset) != is_text:
     raise ConfigError(
-        f"config.data.name = {plan.dataset!r} is a {'text' if plan.tokenizer else 'image'} "
-        f"config's dataset only if it is {'csv:/jsonl:' if plan.tokenizer else 'folder:'}: "
+        f"config.data.name = {plan.dataset!r} is a {plan.modality.kind} "
+        f"config's dataset only if it is {'csv:/jsonl:' if is_text else 'folder:'}: "
         "images come as folder:PATH with an image config (configs/image_efficientnet.py), "
         "texts as csv:PATH or jsonl:PATH with a text config (configs/text_fortunes.py)")
   if not plan.classes:
@@ -492,20 +496,20 @@ def _validate(plan: RunPlan) -> None:
   if plan.head_l2 < 0 or (plan.head_l2 == 0 and "ridge" in (plan.head_init, plan.head_refit)):
     raise ConfigError(f"config.head_l2 = {plan.head_l2} must be >= 0 (> 0 for a ridge head: "
                       "with more embedding dimensions than examples it has no unique solution)")
-  if plan.tokenizer and plan.max_length <= 0:
+  if is_text and plan.max_length <= 0:
     raise ConfigError("config.data.max_length must be positive for a text dataset "
                       f"(config.data.tokenizer = {plan.tokenizer!r})")
-  if plan.head_init == "label_names" and not plan.tokenizer:
+  if plan.head_init == "label_names" and not is_text:
     raise ConfigError("config.head_init = 'label_names' embeds the class names as text: it "
                       "needs a text encoder and config.data.tokenizer")
   for name in plan.augment:
     _check_named(name, AUGMENTATIONS, "config.train.augment")
-  wrong_kind = [n for n in plan.augment if (n in TEXT_AUGMENTATIONS) != bool(plan.tokenizer)]
+  applicable = plan.modality.augmentations()
+  wrong_kind = [n for n in plan.augment if n not in applicable]
   if wrong_kind:
-    kind, other = ("a text", "image") if plan.tokenizer else ("an image", "text")
+    kind, other = ("a text", "image") if is_text else ("an image", "text")
     raise ConfigError(f"config.train.augment names {wrong_kind}, {other} augmentations, for "
-                      f"{kind} dataset; its ops are "
-                      f"{sorted(n for n in AUGMENTATIONS if (n in TEXT_AUGMENTATIONS) == bool(plan.tokenizer))}")
+                      f"{kind} dataset; its ops are {applicable}")
   _check_named(plan.model_name, MODELS, "config.model.name")
   _check_model(plan)
   _check_distill(plan)
@@ -573,7 +577,8 @@ def _check_data_settings(plan: RunPlan) -> None:
 
 
 def _check_distill(plan: RunPlan) -> None:
-  if plan.teachers and plan.pool_batch and plan.tokenizer and plan.hparams()["distill_mixup"]:
+  if (plan.teachers and plan.pool_batch and plan.modality.is_text
+      and plan.hparams()["distill_mixup"]):
     raise ConfigError("config.distill.mixup mixes images; a text task's token ids cannot be "
                       "mixed: set it to 0")
   temperature = plan.hparams()["distill_temperature"]
@@ -589,7 +594,7 @@ def _check_model(plan: RunPlan) -> None:
                       "config.init.kind = 'checkpoint' cannot load into it; known: "
                       f"{sorted(CONVERTERS)}. Start it from 'scratch', 'source' or 'workdir'.")
   error = _model_error(plan.model_name, plan.model_kwargs, len(plan.classes),
-                       plan.max_length if plan.tokenizer else 0)
+                       plan.max_length if plan.modality.is_text else 0)
   if error:
     raise ConfigError(f"config.model is not a valid {plan.model_name!r}: {error}")
 
