@@ -33,10 +33,11 @@ image_config = load_module(os.path.join(_HERE, "..", "image_efficientnet.py"))
 TITLE = ("Augmentation: ImageNet EfficientNet-Lite0 on k-shot Fashion-MNIST "
          "(test accuracy, 10 classes)")
 NOTES = """
-- **Policy augmentation helps most, significantly at 5 shots**: against no augmentation,
+- **Policy augmentation has the best means**: against no augmentation,
   TrivialAugment adds +9.2 ± 6.6* points at 1 shot (47.4 vs 38.2), +7.4 ± 3.3* at 5 and
   +2.0 ± 2.5 (n.s.) at 10; RandAugment (N = 2, M = 0.3) +8.5 ± 9.2 (n.s.), +8.4 ± 2.2* and
-  +2.3 ± 2.8 (n.s.). The two hold the best two means of every column, and neither is
+  +2.3 ± 2.8 (n.s.): TrivialAugment is significant at 1 and 5 shots, RandAugment at 5 only,
+  neither at 10. The two hold the best two means of every column, and neither is
   significantly ahead of the other (+0.8 ± 4.4, +1.0 ± 3.8, +0.3 ± 2.4, all n.s.).
 - **Crop and flip** (the image configs' default): +4.0 ± 6.8 (n.s.) at 1 shot, +3.7 ± 3.4*
   at 5, +0.4 ± 3.1 (n.s.) at 10.
@@ -47,8 +48,8 @@ NOTES = """
   is not significantly different from none at 1 and 5.
 - Caveats: one setting per set (no tuning), 100 steps, one ImageNet checkpoint for every seed;
   21 paired tests, none corrected for multiple comparisons.
-- **Time**: 105 runs and 22 compilations in 4,753 s of wall time (sweep.json), most of it
-  beside the selection sweep on the same 2 cores.
+- **Time**: 105 runs and 22 compilations in 4,753 s of wall time (sweep.json), on 2 cores
+  shared with other work for part of it.
 """
 BASELINE = "none"
 TUNED = ("optim.lr",)

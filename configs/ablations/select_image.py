@@ -50,8 +50,8 @@ NOTES = """
   - The features are the ImageNet backbone's on 32x32 upsampled grey images.
   - Max-entropy's rounds read a probe, not the fine-tuned network.
   - One setting per cell; 20 paired tests, none corrected for multiple comparisons.
-- **Time**: 100 runs in 2,776 s of wall time (sweep.json), beside the augmentation sweep on
-  the same 2 cores. Embedding the 2,000 candidates takes seconds per seed, and they are
+- **Time**: 100 runs in 2,776 s of wall time (sweep.json), on 2 cores shared with other work
+  for part of it. Embedding the 2,000 candidates takes seconds per seed, and they are
   cached across strategies and budgets.
 """
 BASELINE = "random"
