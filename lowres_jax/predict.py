@@ -72,17 +72,18 @@ class Predictor:
     plan = read_plan(ml_collections.ConfigDict(storage.read_json(config_path, "the run's config")))
     summary = storage.read_json(os.path.join(workdir, "summary.json"), "the run's summary")
     _refuse_other_weights(plan, summary, workdir)
-    try:
-      variables = checkpoint.load_variables(workdir)
-    except (FileNotFoundError, checkpoint.NoUsableCheckpointError) as error:
-      raise PredictError(f"{workdir} kept no usable checkpoint ({error}); rerun it with "
-                         "config.keep_checkpoints > 0") from None
     names = text_sources.label_names(plan.dataset, plan.data_dir, plan.data_options)
     image_shape = None if plan.modality.is_text else sources.image_shape(
         plan.dataset, plan.train_split, plan.data_dir, plan.data_options)
-    model = loop.build_run_model(plan)
     if int8:
       model, variables = _int8_model(plan, workdir, image_shape)
+    else:
+      model = loop.build_run_model(plan)
+      try:
+        variables = checkpoint.load_variables(workdir)
+      except (FileNotFoundError, checkpoint.NoUsableCheckpointError) as error:
+        raise PredictError(f"{workdir} kept no usable checkpoint ({error}); rerun it with "
+                           "config.keep_checkpoints > 0") from None
     return cls(plan=plan, model=model, variables=variables,
                class_names=tuple(names[c] for c in plan.classes), image_shape=image_shape,
                int8=int8)

@@ -46,3 +46,18 @@ def write_texts(path: str, texts: Sequence[str], labels: Sequence, text_field: s
     else:
       f.writelines(json.dumps(row) + "\n" for row in rows)
   return path
+
+
+def tiny_text_run(tmp_path) -> str:
+  """A finished tiny all-MiniLM-L6-v2 run (configs/text_fortunes.py, tiny=1) on a two-class
+  CSV of 24 texts ('science' and 'law'); returns its workdir."""
+  from conftest import REPO
+  from lowres_jax.config import load_module
+  from lowres_jax.train import loop
+  texts = [f"{word} story number {i}" for i in range(12) for word in ("space", "court")]
+  path = write_texts(str(tmp_path / "t.csv"), texts, ["science", "law"] * 12)
+  config = load_module(str(REPO / "configs" / "text_fortunes.py")).get_config(
+      f"dataset=csv:{path},tiny=1")
+  config.data.data_dir, config.cache_dir = str(tmp_path / "tfds"), str(tmp_path / "cache")
+  loop.run(config, str(tmp_path / "run"), show_progress=False)
+  return str(tmp_path / "run")

@@ -11,9 +11,8 @@ import jax
 import numpy as np
 
 from conftest import REPO, cpu_env, tiny_config
-from file_datasets import write_texts
+from file_datasets import tiny_text_run
 from lowres_jax import export, predict
-from lowres_jax.config import load_module
 from lowres_jax.data import modality, text_sources
 from lowres_jax.train import loop
 
@@ -55,19 +54,15 @@ def test_a_stablehlo_export_gives_the_runs_probabilities_without_lowres_jax(tmp_
 
 
 def test_a_text_export_takes_token_ids_and_ships_the_tokenizer(tmp_path):
-  texts = [f"{word} story number {i}" for i in range(12) for word in ("space", "court")]
-  path = write_texts(str(tmp_path / "t.csv"), texts, ["science", "law"] * 12)
-  config = load_module(str(REPO / "configs" / "text_fortunes.py")).get_config(
-      f"dataset=csv:{path},tiny=1")
-  config.data.data_dir, config.cache_dir = str(tmp_path / "tfds"), str(tmp_path / "cache")
-  loop.run(config, str(tmp_path / "run"), show_progress=False)
+  run = tiny_text_run(tmp_path)
   out = tmp_path / "exported"
-  labels = export.export_stablehlo(str(tmp_path / "run"), str(out))
+  labels = export.export_stablehlo(run, str(out))
   assert labels["classes"] == ["law", "science"]
   assert [i["name"] for i in labels["inputs"]] == list(modality.Text.input_names)
   tokenizer = text_sources.TextTokenizer((out / "tokenizer.json").read_text())
-  tokens = tokenizer.encode(["space again", "a court case", "x"], config.data.max_length)
+  tokens = tokenizer.encode(["space again", "a court case", "x"],
+                           predict.Predictor.load(run).plan.max_length)
   exported = jax.export.deserialize((out / export.MODEL_FILE).read_bytes())
   probabilities = np.asarray(exported.call(*[tokens[k] for k in modality.Text.input_names]))
-  expected = predict.Predictor.load(str(tmp_path / "run")).probabilities(tokens)
+  expected = predict.Predictor.load(run).probabilities(tokens)
   np.testing.assert_allclose(probabilities, expected, atol=1e-6)

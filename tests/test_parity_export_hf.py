@@ -9,9 +9,7 @@ import json
 import numpy as np
 import pytest
 
-from conftest import REPO
-from file_datasets import write_texts
-from lowres_jax.config import load_module
+from file_datasets import tiny_text_run
 from lowres_jax.models import bert_convert
 
 pytest.importorskip("torch")
@@ -34,21 +32,15 @@ def test_the_bert_names_invert_the_minilm_conversion_exactly():
 def test_an_hf_export_gives_the_runs_embeddings_and_logits_in_sentence_transformers(tmp_path):
   from safetensors.numpy import load_file
   from lowres_jax import export, predict
-  from lowres_jax.train import loop
-  texts = [f"{word} story number {i}" for i in range(12) for word in ("space", "court")]
-  path = write_texts(str(tmp_path / "t.csv"), texts, ["science", "law"] * 12)
-  config = load_module(str(REPO / "configs" / "text_fortunes.py")).get_config(
-      f"dataset=csv:{path},tiny=1")
-  config.data.data_dir, config.cache_dir = str(tmp_path / "tfds"), str(tmp_path / "cache")
-  loop.run(config, str(tmp_path / "run"), show_progress=False)
+  run = tiny_text_run(tmp_path)
   out = tmp_path / "exported"
-  labels = export.export_hf(str(tmp_path / "run"), str(out))
+  labels = export.export_hf(run, str(out))
   assert labels["classes"] == ["law", "science"]
   model = sentence_transformers.SentenceTransformer(str(out), device="cpu")
   queries = ["A rocket left the launch pad at dawn.", "The court heard the appeal.", "x",
              " ".join(["a long sentence that runs past the run's token budget"] * 8)]
   theirs = model.encode(queries, convert_to_numpy=True)
-  predictor = predict.Predictor.load(str(tmp_path / "run"))
+  predictor = predict.Predictor.load(run)
   tokens = predictor.prepare_texts(queries)
   logits, outputs = predictor.model.apply(predictor.variables, tokens, train=False)
   np.testing.assert_allclose(theirs, np.asarray(outputs["pre_logits"]), atol=1e-4)

@@ -12,9 +12,8 @@ import numpy as np
 import pytest
 
 from conftest import REPO, cpu_env, tiny_config
-from file_datasets import write_image_folder, write_texts
+from file_datasets import tiny_text_run, write_image_folder, write_texts
 from lowres_jax import predict
-from lowres_jax.config import load_module
 from lowres_jax.data import sources
 from lowres_jax.train import loop
 
@@ -55,12 +54,7 @@ def test_the_cli_classifies_a_folder_of_images_and_texts_from_stdin(tmp_path, da
 
 
 def test_a_text_run_predicts_lines_from_stdin(tmp_path):
-  texts = [f"{word} story number {i}" for i in range(12) for word in ("space", "court")]
-  path = write_texts(str(tmp_path / "t.csv"), texts, ["science", "law"] * 12)
-  text_config = load_module(str(REPO / "configs" / "text_fortunes.py"))
-  config = text_config.get_config(f"dataset=csv:{path},tiny=1")
-  config.data.data_dir, config.cache_dir = str(tmp_path / "tfds"), str(tmp_path / "cache")
-  loop.run(config, str(tmp_path / "run"), show_progress=False)
+  tiny_text_run(tmp_path)
   out = tmp_path / "preds.jsonl"
   result = subprocess.run([sys.executable, "-m", "lowres_jax.predict",
                            f"--workdir={tmp_path / 'run'}", "--input=-", f"--output={out}"],

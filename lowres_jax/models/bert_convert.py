@@ -83,27 +83,34 @@ def _hf_rules() -> list[tuple[re.Pattern, str, Callable]]:
   return rules
 
 
+def _export_rules() -> list[tuple[re.Pattern, str, Callable]]:
+  """(flax path pattern, HF name template, layout conversion): ``_hf_rules`` read backwards,
+  writing the first HF spelling of each leaf. Every conversion is its own inverse (a
+  transpose, or the identity)."""
+  rules = []
+  for hf, ours, kind in _MODULES:
+    source = re.escape(ours).replace(re.escape("{i}"), r"(\d+)")
+    target = hf.replace("{i}", r"\1")
+    for hf_leaves, our_leaf, convert in _LEAVES[kind]:
+      rules.append((re.compile(rf"{source}/{our_leaf}"), f"{target}.{hf_leaves[0]}", convert))
+  return rules
+
+
+_EXPORT_RULES = _export_rules()
+
+
 def to_hf_bert(params: Mapping[str, Any]) -> dict[str, np.ndarray]:
   """The inverse of ``convert_hf_bert``: flat '/'-joined flax paths of ``params`` (without the
   ``params/`` prefix) to ``BertModel`` names in torch layouts (the head as ``classifier.*``).
   Raises ValueError for a parameter with no BERT name (a LoRA adapter: merge it first)."""
   out = {}
   for path, value in params.items():
-    for hf, ours, kind in _MODULES:
-      pattern = re.escape(ours).replace(re.escape("{i}"), r"(\d+)")
-      for hf_leaves, our_leaf, convert in _LEAVES[kind]:
-        match = re.fullmatch(rf"{pattern}/{our_leaf}", path)
-        if match:
-          name = hf.replace("{i}", match.group(1)) if match.groups() else hf
-          array = np.asarray(value)
-          # Every conversion here is its own inverse (a transpose, or the identity).
-          out[f"{name}.{hf_leaves[0]}"] = np.ascontiguousarray(convert(array))
-          break
-      else:
-        continue
-      break
-    else:
+    match = next(((m, template, convert) for pattern, template, convert in _EXPORT_RULES
+                  if (m := pattern.fullmatch(path))), None)
+    if match is None:
       raise ValueError(f"parameter {path!r} has no BERT name (merge LoRA adapters first)")
+    found, template, convert = match
+    out[found.expand(template)] = np.ascontiguousarray(convert(np.asarray(value)))
   return dict(sorted(out.items()))
 
 
